@@ -1,0 +1,69 @@
+"""Command line of the shared library: ``python -m common <command> --help``.
+
+Commands:
+  atlas     build (or check) the cached atlases of a grid:      python -m common atlas --grid spm1p5
+  synth     write a synthetic cohort (pd: DTI FA/MD, pet: FDG):  python -m common synth pd --out DIR
+  validate  check a dataset.json and every image it names:      python -m common validate DIR/dataset.json
+  splits    write the seeded control train/test splits:         python -m common splits DIR/dataset.json
+  demo      the README's main job on the embedded synthetic data: python -m common demo
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def _commands() -> dict:
+    # Imports stay inside so that `--help` and one command do not pay for every other command's imports.
+    def atlas(grid: str = "all", rebuild: bool = False, quiet: bool = False):
+        """Build the atlases of GRID ('spm1p5', 'clinicadl2' or 'all') into the cache; print ROI voxel counts."""
+        from common.atlases.cli import atlas_command
+
+        return atlas_command(grid=grid, rebuild=rebuild, quiet=quiet)
+
+    def validate(dataset_json: str, check_data: bool = True):
+        """Check DATASET_JSON and every image it names (grid, dims, finite values, ranges); exit 2 on errors."""
+        from common.data.cli import validate_command
+
+        return validate_command(dataset_json, check_data=check_data)
+
+    def splits(
+        dataset_json: str,
+        out: str | None = None,
+        n_splits: int = 10,
+        n_test: int | None = None,
+        n_val: int = 0,
+        seed: int = 0,
+    ):
+        """Write N_SPLITS age/sex-balanced train/test splits of the controls (default OUT: next to dataset.json)."""
+        from common.data.cli import splits_command
+
+        return splits_command(dataset_json, out=out, n_splits=n_splits, n_test=n_test, n_val=n_val, seed=seed)
+
+    def demo(out: str = "outputs/demo", seed: int = 0, pd_controls: int = 20, pd_patients: int = 20,
+             pet_controls: int = 20, pet_patients: int = 10):
+        """The README's main job: atlases, demo cohorts, a figure and a summary, all written under OUT."""
+        from common.demo import run_demo
+
+        return run_demo(out=out, seed=seed, pd_controls=pd_controls, pd_patients=pd_patients,
+                        pet_controls=pet_controls, pet_patients=pet_patients)
+
+    from common.data.synthetic.cli import SynthCommands
+
+    return {"atlas": atlas, "synth": SynthCommands, "validate": validate, "splits": splits, "demo": demo}
+
+
+def main(argv: list[str] | None = None):
+    import fire
+
+    from common.errors import InputDataError
+
+    try:
+        fire.Fire(_commands(), command=argv, name="python -m common")
+    except InputDataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Synthetic de novo Parkinson's DTI cohort: FA and MD maps on the SPM 1.5 mm grid (stand-in for PPMI).
+
+Anatomy comes from the atlas (ICBM152 tissue maps, AAL3/HCPEx nuclei). A population FA/MD template is
+made once from the tissue maps; each subject is that template with
+- an age effect (FA -0.25 %/year, MD +0.3 %/year around 61 years),
+- a global scale (scanner variation, sd 2 %) and a smooth regional intensity field (sd 3 %, ~25 mm),
+- a smooth random deformation (1.5 mm RMS, a few mm at most) plus a head-size scaling (sd 1 %): the
+  residual misregistration of maps that were already non-linearly normalised to MNI,
+- Gaussian noise, then smoothing (sigma 0.6 voxel) as spatial normalisation leaves it.
+Patients also carry spatially structured changes: FA decreased and MD increased by a subject-specific
+fraction (``effect_size`` x U(0.5, 1.5), default 5 %) in white-matter blobs of varying number and size and
+in a random subset of SN, putamen, GPi and STN (one or both sides). The change map (fraction, in [0, 1]) is
+saved as the subject's ground-truth ``anomaly`` map.
+
+Scaling to [0, 1] as the PD paper does: FA is dimensionless in [0, 1] and kept; MD is divided by
+``MD_MAX_MM2_PER_S`` (3.5e-3 mm^2/s, just above free water at body temperature, 3.0e-3) and clipped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from common.atlases import Atlas, load_atlas
+from common.data.synthetic.base import SubjectSpec, draw_subjects, save_nifti, subject_rng, write_cohort
+from common.data.synthetic.deform import smooth_random_fields, warp
+
+__all__ = ["PDCohortConfig", "PDTemplate", "render_pd_subject", "make_pd_cohort", "MD_MAX_MM2_PER_S", "PD_TARGET_REGIONS"]
+
+MD_MAX_MM2_PER_S = 3.5e-3
+#: Regions where patients' changes are planted (besides white-matter blobs).
+PD_TARGET_REGIONS = ("sn", "putamen", "gpi", "stn")
+
+# Tissue FA / MD (mm^2/s) of the population template.
+FA_GM, FA_CSF, FA_WM_SUPERFICIAL, FA_WM_DEEP = 0.17, 0.06, 0.30, 0.62
+MD_GM, MD_WM, MD_CSF = 0.85e-3, 0.72e-3, 3.0e-3
+#: Deep-nucleus FA / MD, which tissue maps alone would get wrong (iron-rich nuclei).
+NUCLEI_FA_MD = {
+    "putamen": (0.20, 0.72e-3), "caudate": (0.16, 0.75e-3), "gpe": (0.30, 0.70e-3), "gpi": (0.34, 0.70e-3),
+    "thalamus": (0.33, 0.74e-3), "sn": (0.50, 0.72e-3), "rn": (0.48, 0.70e-3), "stn": (0.40, 0.72e-3),
+}
+
+
+@dataclass(frozen=True)
+class PDCohortConfig:
+    """Parameters of the PD cohort; every one is recorded in the cohort's manifest."""
+
+    n_controls: int = 20
+    n_patients: int = 20
+    seed: int = 0
+    effect_size: float = 0.05
+    age_mean: float = 61.0
+    age_sd: float = 9.0
+    female_fraction: float = 0.4
+    deformation_mm: float = 1.5
+    noise_sd: float = 0.05
+    smoothing_vox: float = 0.6
+
+    @classmethod
+    def paper_size(cls, **overrides) -> PDCohortConfig:
+        """The PD paper's cohort: 56 controls, 129 patients."""
+        return cls(**{"n_controls": 56, "n_patients": 129, **overrides})
+
+
+class PDTemplate:
+    """Population FA / MD maps and the masks used to plant patients' changes (built once per cohort)."""
+
+    def __init__(self, atlas: Atlas):
+        self.atlas = atlas
+        gm, wm, csf, brain = atlas.gm, atlas.wm, atlas.csf, atlas.brain
+        # Deep white matter (far from grey matter) has the highest FA: corpus callosum, internal capsule.
+        core = wm > 0.5
+        depth_mm = ndimage.distance_transform_edt(core, sampling=atlas.grid.spacing)
+        depth = np.clip(depth_mm / 6.0, 0.0, 1.0)
+        # A fixed fine texture stands in for fibre-bundle structure (same for every subject: anatomy).
+        texture = ndimage.gaussian_filter(np.random.default_rng(1234).standard_normal(gm.shape).astype(np.float32), 1.2)
+        texture /= texture.std()
+        fa_wm = FA_WM_SUPERFICIAL + (FA_WM_DEEP - FA_WM_SUPERFICIAL) * depth + 0.04 * texture
+        total = np.maximum(gm + wm + csf, 1e-6)
+        fa = (gm * FA_GM + wm * fa_wm + csf * FA_CSF) / total
+        md = (gm * MD_GM + wm * MD_WM + csf * MD_CSF) / total
+        for region, (fa_n, md_n) in NUCLEI_FA_MD.items():
+            m = ndimage.gaussian_filter(atlas.region_mask(region).astype(np.float32), 0.7)
+            fa = fa * (1 - m) + fa_n * m
+            md = md * (1 - m) + md_n * m
+        self.fa = np.clip(fa * brain, 0, 1).astype(np.float32)
+        self.md = np.clip(md / MD_MAX_MM2_PER_S * brain, 0, 1).astype(np.float32)
+        self.brain = brain.astype(np.float32)
+        self.wm_core = (wm > 0.6) & brain
+        self.wm_voxels = np.argwhere(self.wm_core)
+        self.target_masks = {
+            f"{r}_{side}": ndimage.gaussian_filter(atlas.mask(f"{r}_{side}").astype(np.float32), 0.5)
+            for r in PD_TARGET_REGIONS for side in "LR"
+        }
+        self.centre_vox = np.argwhere(brain).mean(0)
+
+
+def _effect_map(t: PDTemplate, rng: np.random.Generator, severity: float) -> tuple[np.ndarray, dict]:
+    """Relative change map in [0, severity]: white-matter blobs and a random subset of target nuclei."""
+    shape = t.brain.shape
+    spacing = t.atlas.grid.spacing[0]
+    effect = np.zeros(shape, np.float32)
+    n_blobs = int(rng.integers(2, 7))
+    for centre in t.wm_voxels[rng.integers(0, len(t.wm_voxels), n_blobs)]:
+        sigma = rng.uniform(5.0, 14.0) / spacing
+        lo = np.maximum(centre - int(3 * sigma), 0)
+        hi = np.minimum(centre + int(3 * sigma) + 1, shape)
+        axes = [np.arange(a, b, dtype=np.float32) - c for a, b, c in zip(lo, hi, centre)]
+        blob = np.exp(-0.5 * sum(np.square(g) for g in np.meshgrid(*axes, indexing="ij", sparse=True)) / sigma**2)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        effect[box] = np.maximum(effect[box], rng.uniform(0.6, 1.0) * blob * t.wm_core[box])
+    affected = []
+    for region in PD_TARGET_REGIONS:
+        if rng.random() < 0.75:
+            sides = [s for s in "LR" if rng.random() < 0.6] or [str(rng.choice(["L", "R"]))]
+            for side in sides:
+                effect = np.maximum(effect, rng.uniform(0.6, 1.0) * t.target_masks[f"{region}_{side}"])
+                affected.append(f"{region}_{side}")
+    return severity * effect, {"wm_blobs": n_blobs, "nuclei": affected}
+
+
+def render_pd_subject(t: PDTemplate, cfg: PDCohortConfig, subject: SubjectSpec) -> dict[str, np.ndarray | dict]:
+    """FA, MD (scaled) and, for patients, the change map of one subject, in subject space."""
+    rng = subject_rng(cfg.seed, subject.index)
+    grid = t.atlas.grid
+    spacing = grid.spacing[0]
+    fields = smooth_random_fields(rng, grid.shape, spacing, 5, correlation_mm=25.0)
+    fa_gain = (1 - 0.0025 * (subject.age - 61.0)) * rng.normal(1.0, 0.02) * np.exp(0.03 * fields[3])
+    md_gain = (1 + 0.003 * (subject.age - 61.0)) * rng.normal(1.0, 0.02) * np.exp(0.03 * fields[4])
+    fa, md = t.fa * fa_gain, t.md * md_gain
+    info: dict = {}
+    if subject.group == "patient":
+        severity = cfg.effect_size * rng.uniform(0.5, 1.5)
+        effect, info = _effect_map(t, rng, severity)
+        info["severity"] = round(float(severity), 4)
+        fa, md = fa * (1 - effect), md * (1 + effect)
+    else:
+        effect = np.zeros_like(fa)
+    # Deformation: smooth displacement (voxels) plus an isotropic head-size scaling about the brain centre.
+    scale = float(np.clip(rng.normal(1.0, 0.01), 0.975, 1.025))
+    coords = np.indices(grid.shape, dtype=np.float32) - t.centre_vox.astype(np.float32)[:, None, None, None]
+    displacement = fields[:3] * (cfg.deformation_mm / spacing) + (1.0 / scale - 1.0) * coords
+    fa, md, brain, effect = warp(np.stack([fa, md, t.brain, effect]), displacement)
+    inside = brain > 0.5
+    noisy = np.stack([fa, md]) + rng.standard_normal((2, *grid.shape), dtype=np.float32) * np.float32(cfg.noise_sd)
+    noisy *= inside
+    smoothed = [ndimage.gaussian_filter(c, cfg.smoothing_vox) * inside for c in noisy]
+    return {
+        "FA": np.clip(smoothed[0], 0, 1),
+        "MD": np.clip(smoothed[1], 0, 1),
+        "anomaly": np.clip(effect, 0, 1) * inside,
+        "info": info,
+    }
+
+
+def make_pd_cohort(out: str | Path, cfg: PDCohortConfig = PDCohortConfig(), progress: bool = True,
+                   overwrite: bool = False) -> tuple[Path, float]:
+    """Write the cohort (NIfTI + dataset.json) to ``out``; returns the folder and seconds per subject.
+
+    Reuses ``out`` when it already holds the cohort of the same configuration.
+    """
+    from common.data.dataset_json import write_dataset
+
+    atlas = load_atlas("spm1p5")
+    grid = atlas.grid
+    subjects = draw_subjects(cfg.n_controls, cfg.n_patients, cfg.seed, cfg.age_mean, cfg.age_sd, cfg.female_fraction)
+    inputs = {"kind": "pd_dti", "version": 1, "config": cfg.__dict__, "atlas": json.loads((atlas.folder / "manifest.json").read_text())["inputs"]}
+    template: list[PDTemplate] = []
+
+    def render(subject: SubjectSpec, folder: Path) -> dict:
+        if not template:
+            template.append(PDTemplate(atlas))
+        maps = render_pd_subject(template[0], cfg, subject)
+        rel = Path(subject.id)
+        entry = {"id": subject.id, "group": subject.group, "age": subject.age, "sex": subject.sex,
+                 "image": [str(rel / f"{subject.id}_FA.nii.gz"), str(rel / f"{subject.id}_MD.nii.gz")]}
+        save_nifti(folder / entry["image"][0], maps["FA"], grid, "synthetic FA")
+        save_nifti(folder / entry["image"][1], maps["MD"], grid, f"synthetic MD / {MD_MAX_MM2_PER_S} mm2/s")
+        if subject.group == "patient":
+            entry["anomaly"] = str(rel / f"{subject.id}_anomaly.nii.gz")
+            save_nifti(folder / entry["anomaly"], maps["anomaly"], grid, "relative FA decrease / MD increase")
+            entry["effect"] = maps["info"]
+        return entry
+
+    def write_json(folder: Path, entries: list[dict]) -> None:
+        write_dataset(
+            folder / "dataset.json", name="synthetic de novo PD DTI cohort", grid=grid.name, modality=["FA", "MD"],
+            subjects=entries,
+            description=("Synthetic FA and MD maps (MD scaled by 1/3.5e-3 mm^2/s) on the SPM 1.5 mm MNI grid, "
+                         "made by common.data.synthetic.pd; patients carry planted FA decreases / MD increases "
+                         "whose maps are given as 'anomaly'."),
+            extra={"generator": {"module": "common.data.synthetic.pd", "config": cfg.__dict__}},
+        )
+
+    return write_cohort(out, inputs, subjects, render, write_json, desc="PD DTI cohort", progress=progress, overwrite=overwrite)

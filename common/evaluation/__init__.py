@@ -1,0 +1,1 @@
+"""Evaluation pipelines: control-quantile thresholds, per-ROI abnormality, simulation-based PET evaluation."""

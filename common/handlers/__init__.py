@@ -1,0 +1,1 @@
+"""Ignite handlers (``attach(engine)``) shared by the bundles' workflows."""

@@ -1,0 +1,1 @@
+"""MONAI inferers: dense patch inference and reassembly of patch reconstructions into voxel maps."""

@@ -1,0 +1,1 @@
+"""Image and classification metrics (MSE, MAE, PSNR, SSIM, ROC / g-mean) used by the evaluations."""

@@ -1,0 +1,1 @@
+"""Networks of the bundles (auto-encoders); each bundle's network lives here so bundles and tests share it."""
