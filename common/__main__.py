@@ -45,7 +45,7 @@ def _commands() -> dict:
         """The README's main job: atlases, demo cohorts, a figure and a summary, all written under OUT."""
         from common.demo import run_demo
 
-        return run_demo(out=out, seed=seed, pd_controls=pd_controls, pd_patients=pd_patients,
+        run_demo(out=out, seed=seed, pd_controls=pd_controls, pd_patients=pd_patients,
                         pet_controls=pet_controls, pet_patients=pet_patients)
 
     from common.data.synthetic.cli import SynthCommands
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None):
     from common.errors import InputDataError
 
     try:
-        fire.Fire(_commands(), command=argv, name="python -m common")
+        fire.Fire(_commands(), command=argv, name="common")
     except InputDataError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

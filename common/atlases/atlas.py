@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from filelock import FileLock
 
 from common.atlases.build import TISSUES, atlas_inputs, build_atlas
 from common.cache import build_atomically, cache_root, manifest_is_current
@@ -115,9 +116,12 @@ def load_atlas(grid: str | Grid = "spm1p5", rebuild: bool = False) -> Atlas:
     folder = atlas_folder(grid)
     inputs = atlas_inputs(grid)
     seconds = None
-    if rebuild or not manifest_is_current(folder, inputs):
-        logger.info("building the %s atlas into %s", grid.name, folder)
-        start = time.perf_counter()
-        build_atomically(folder, inputs, lambda tmp: build_atlas(grid, tmp))
-        seconds = time.perf_counter() - start
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # One builder at a time (parallel test workers, two bundles starting together); the others wait and reuse.
+    with FileLock(str(folder) + ".lock"):
+        if rebuild or not manifest_is_current(folder, inputs):
+            logger.info("building the %s atlas into %s", grid.name, folder)
+            start = time.perf_counter()
+            build_atomically(folder, inputs, lambda tmp: build_atlas(grid, tmp))
+            seconds = time.perf_counter() - start
     return Atlas(grid=grid, folder=folder, build_seconds=seconds)

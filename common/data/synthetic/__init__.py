@@ -9,23 +9,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from filelock import FileLock
+
 from common.cache import cache_root
-from common.data.synthetic.pd import MD_MAX_MM2_PER_S, PDCohortConfig, make_pd_cohort
+from common.data.synthetic.pd import PDCohortConfig, make_pd_cohort
 from common.data.synthetic.pet import PETCohortConfig, make_pet_cohort
 
-__all__ = ["PDCohortConfig", "PETCohortConfig", "make_pd_cohort", "make_pet_cohort", "default_cohort",
-           "MD_MAX_MM2_PER_S"]
+__all__ = ["PDCohortConfig", "PETCohortConfig", "make_pd_cohort", "make_pet_cohort", "default_cohort"]
 
 
 def default_cohort(kind: str, progress: bool = True, **overrides) -> Path:
     """dataset.json of the embedded demo cohort of ``kind`` (``"pd"`` or ``"pet"``), generated into
     ``<cache>/cohorts/<kind>_seed<seed>`` on first use and reused afterwards."""
-    if kind == "pd":
-        cfg = PDCohortConfig(**overrides)
-        folder, _ = make_pd_cohort(cache_root() / "cohorts" / f"pd_seed{cfg.seed}", cfg, progress, overwrite=True)
-    elif kind == "pet":
-        cfg = PETCohortConfig(**overrides)
-        folder, _ = make_pet_cohort(cache_root() / "cohorts" / f"pet_seed{cfg.seed}", cfg, progress, overwrite=True)
-    else:
+    makers = {"pd": (PDCohortConfig, make_pd_cohort), "pet": (PETCohortConfig, make_pet_cohort)}
+    if kind not in makers:
         raise ValueError(f"unknown cohort kind {kind!r}; expected 'pd' or 'pet'")
+    config_cls, make = makers[kind]
+    cfg = config_cls(**overrides)
+    target = cache_root() / "cohorts" / f"{kind}_seed{cfg.seed}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        folder, _ = make(target, cfg, progress, overwrite=True)
     return folder / "dataset.json"

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from common.cache import build_atomically, manifest_is_current
 from common.grids import Grid
 
-__all__ = ["SubjectSpec", "draw_subjects", "subject_rng", "save_nifti", "write_cohort"]
+__all__ = ["SubjectSpec", "draw_subjects", "subject_rng", "save_nifti", "write_cohort", "ANATOMY_STREAM", "DISEASE_STREAM"]
 
 
 @dataclass(frozen=True)
@@ -29,9 +29,14 @@ class SubjectSpec:
     sex: str  # "F" | "M"
 
 
-def subject_rng(seed: int, index: int) -> np.random.Generator:
+#: Random streams of a subject: its normal variability, and its disease effect (patients only). Separate
+#: streams mean a patient is exactly its control twin plus the planted change, which the tests check.
+ANATOMY_STREAM, DISEASE_STREAM = 0, 1
+
+
+def subject_rng(seed: int, index: int, stream: int = ANATOMY_STREAM) -> np.random.Generator:
     """An independent stream per subject: a subject does not change when the cohort size changes."""
-    return np.random.default_rng([int(seed), int(index)])
+    return np.random.default_rng([int(seed), int(index), int(stream)])
 
 
 def draw_subjects(n_controls: int, n_patients: int, seed: int, age_mean: float, age_sd: float,

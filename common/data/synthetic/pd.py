@@ -26,12 +26,19 @@ import numpy as np
 from scipy import ndimage
 
 from common.atlases import Atlas, load_atlas
-from common.data.synthetic.base import SubjectSpec, draw_subjects, save_nifti, subject_rng, write_cohort
+from common.data.nifti import MD_MAX_MM2_PER_S
+from common.data.synthetic.base import (
+    DISEASE_STREAM,
+    SubjectSpec,
+    draw_subjects,
+    save_nifti,
+    subject_rng,
+    write_cohort,
+)
 from common.data.synthetic.deform import smooth_random_fields, warp
 
-__all__ = ["PDCohortConfig", "PDTemplate", "render_pd_subject", "make_pd_cohort", "MD_MAX_MM2_PER_S", "PD_TARGET_REGIONS"]
+__all__ = ["PDCohortConfig", "PDTemplate", "render_pd_subject", "make_pd_cohort", "PD_TARGET_REGIONS"]
 
-MD_MAX_MM2_PER_S = 3.5e-3
 #: Regions where patients' changes are planted (besides white-matter blobs).
 PD_TARGET_REGIONS = ("sn", "putamen", "gpi", "stn")
 
@@ -134,8 +141,9 @@ def render_pd_subject(t: PDTemplate, cfg: PDCohortConfig, subject: SubjectSpec) 
     fa, md = t.fa * fa_gain, t.md * md_gain
     info: dict = {}
     if subject.group == "patient":
-        severity = cfg.effect_size * rng.uniform(0.5, 1.5)
-        effect, info = _effect_map(t, rng, severity)
+        disease_rng = subject_rng(cfg.seed, subject.index, DISEASE_STREAM)
+        severity = cfg.effect_size * disease_rng.uniform(0.5, 1.5)
+        effect, info = _effect_map(t, disease_rng, severity)
         info["severity"] = round(float(severity), 4)
         fa, md = fa * (1 - effect), md * (1 + effect)
     else:

@@ -20,7 +20,14 @@ import numpy as np
 from scipy import ndimage
 
 from common.atlases import Atlas, load_atlas
-from common.data.synthetic.base import SubjectSpec, draw_subjects, save_nifti, subject_rng, write_cohort
+from common.data.synthetic.base import (
+    DISEASE_STREAM,
+    SubjectSpec,
+    draw_subjects,
+    save_nifti,
+    subject_rng,
+    write_cohort,
+)
 from common.data.synthetic.deform import smooth_random_fields, warp
 from common.transforms.hypometabolism import SimulateHypometabolism
 
@@ -28,7 +35,7 @@ __all__ = ["PETCohortConfig", "PETTemplate", "render_pet_subject", "make_pet_coh
 
 #: Relative grey-matter FDG uptake per region (1 elsewhere in grey matter).
 GM_UPTAKE = {"occipital": 1.15, "parietal": 1.05, "frontal": 1.05, "temporal": 0.92, "cingulate_insular": 1.0,
-             "cerebellum": 0.85, "putamen": 1.25, "caudate": 1.1, "thalamus": 1.15}
+             "cerebellum": 0.7, "putamen": 1.25, "caudate": 1.1, "thalamus": 1.15}
 WM_UPTAKE, CSF_UPTAKE, SCALP_UPTAKE = 0.3, 0.05, 0.12
 FWHM_MM = 8.0
 
@@ -88,7 +95,7 @@ def render_pet_subject(t: PETTemplate, cfg: PETCohortConfig, subject: SubjectSpe
     info: dict = {}
     reduction = np.zeros_like(image)
     if subject.group == "patient":
-        degree = float(rng.uniform(*cfg.degree_range))
+        degree = float(subject_rng(cfg.seed, subject.index, DISEASE_STREAM).uniform(*cfg.degree_range))
         simulator = SimulateHypometabolism(cfg.pattern, degree=degree, sigma_mm=cfg.sigma_mm, grid=grid.name) \
             if simulator is None else simulator
         simulator.degree = degree

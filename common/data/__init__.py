@@ -1,0 +1,39 @@
+"""Real data in: NIfTI validation, the dataset.json reader/writer and the control splits.
+
+Everything here depends on nibabel and numpy only (no torch); the MONAI transforms built on it live in
+:mod:`common.transforms`.
+"""
+
+from .dataset_json import GROUPS, SEXES, CohortDataset, ValidationReport, read_dataset, validate_dataset, write_dataset
+from .nifti import (
+    MD_MAX_MM2_PER_S,
+    MODALITIES,
+    ModalitySpec,
+    check_header,
+    check_same_grid,
+    get_modality,
+    load_checked,
+)
+from .splits import check_splits, default_n_test, make_splits, read_splits, write_splits
+
+__all__ = [
+    "MD_MAX_MM2_PER_S",
+    "MODALITIES",
+    "ModalitySpec",
+    "get_modality",
+    "check_header",
+    "check_same_grid",
+    "load_checked",
+    "GROUPS",
+    "SEXES",
+    "CohortDataset",
+    "ValidationReport",
+    "read_dataset",
+    "write_dataset",
+    "validate_dataset",
+    "default_n_test",
+    "make_splits",
+    "write_splits",
+    "read_splits",
+    "check_splits",
+]

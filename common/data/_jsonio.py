@@ -1,0 +1,60 @@
+"""JSON files the user edits by hand (dataset.json, splits): precise read errors and atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from common.errors import InputDataError
+
+__all__ = ["read_json", "write_json_atomic", "format_problems"]
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; a syntax error names the line and column, since these files are edited by hand."""
+    path = Path(path)
+    if not path.exists():
+        raise InputDataError(path, "file not found")
+    if not path.is_file():
+        raise InputDataError(path, "is not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise InputDataError(path, f"not a UTF-8 text file (byte {err.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputDataError(path, f"invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON via a temporary sibling and ``os.replace``.
+
+    A reader (or a crash) never sees a half-written file. The temporary file is created with the usual
+    0o666 & ~umask permissions, unlike ``tempfile.mkstemp`` (0o600), so shared datasets stay readable.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def format_problems(problems: list[str], what: str = "problem") -> str:
+    """One problem as is; several as a count line followed by one indented line each."""
+    if len(problems) == 1:
+        return problems[0]
+    return f"{len(problems)} {what}s:\n" + "\n".join(f"  - {p}" for p in problems)

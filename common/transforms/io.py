@@ -1,0 +1,114 @@
+"""MONAI loading transforms that validate every file (grid, dimensions, finite values, modality range).
+
+They replace ``LoadImage`` + ``EnsureChannelFirst`` for the bundles: one file per channel is read with
+:func:`common.data.nifti.load_checked`, the channels are stacked in order, and the result is a
+``MetaTensor`` (C, X, Y, Z) float32 on the grid in RAS, so a bad file stops the run with a message naming it
+instead of producing a wrong anomaly map. Cache them in ``CacheDataset`` (each volume is read once).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
+from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys
+
+from common.data.nifti import check_same_grid, get_modality, load_checked
+from common.errors import InputDataError
+from common.grids import Grid, get_grid
+
+__all__ = [
+    "LoadValidatedImage",
+    "LoadValidatedImaged",
+    "LoadValidatedImageD",
+    "LoadValidatedImageDict",
+]
+
+
+class LoadValidatedImage(Transform):
+    """Load one file per channel, check each against ``grid`` and its modality, stack to (C, X, Y, Z).
+
+    Args:
+        grid: grid name or :class:`~common.grids.Grid` every file must be on.
+        modalities: one modality name per channel, in channel order (e.g. ``["FA", "MD"]``).
+        allow_resample: resample off-grid files onto the grid (trilinear) instead of raising.
+    """
+
+    def __init__(self, grid: str | Grid, modalities: Sequence[str], allow_resample: bool = False) -> None:
+        if isinstance(modalities, str):
+            modalities = [modalities]
+        self.grid = get_grid(grid)
+        self.modalities = [get_modality(m).name for m in modalities]
+        if not self.modalities:
+            raise ValueError("modalities must name at least one channel")
+        self.allow_resample = allow_resample
+
+    def __call__(self, filename: str | os.PathLike | Sequence[str | os.PathLike]) -> MetaTensor:
+        files = [os.fspath(filename)] if isinstance(filename, (str, os.PathLike)) else [os.fspath(f) for f in filename]
+        if len(files) != len(self.modalities):
+            raise InputDataError(
+                files[0] if files else None,
+                f"{len(files)} channel file(s) given for {len(self.modalities)} modalities "
+                f"({', '.join(self.modalities)})",
+            )
+        if self.allow_resample and len(files) > 1:
+            # without resampling every file is checked against the grid itself; with it, channels of
+            # different grids would be silently aligned, so refuse them (headers only: cheap)
+            check_same_grid(files)
+        volumes = [
+            load_checked(f, self.grid, m, self.allow_resample)[0] for f, m in zip(files, self.modalities, strict=True)
+        ]
+        affine = torch.as_tensor(self.grid.affine, dtype=torch.float64)
+        meta = {
+            ImageMetaKey.FILENAME_OR_OBJ: files[0],  # as MONAI's LoadImage does for a list of files
+            MetaKeys.ORIGINAL_AFFINE: self.grid.affine,
+            MetaKeys.SPATIAL_SHAPE: np.asarray(self.grid.shape),
+            MetaKeys.SPACE: SpaceKeys.RAS,
+            MetaKeys.ORIGINAL_CHANNEL_DIM: 0,
+        }
+        return MetaTensor(torch.from_numpy(np.stack(volumes)), affine=affine, meta=meta)
+
+
+class LoadValidatedImaged(MapTransform):
+    """Dictionary version of :class:`LoadValidatedImage`.
+
+    Args:
+        keys: keys whose values are a path or a list of paths (one per channel).
+        grid: grid name or :class:`~common.grids.Grid`.
+        modalities: modality names per key (``{"image": ["FA", "MD"], "anomaly": ["ANOMALY"]}``) or one list
+            used for every key.
+        allow_resample: resample off-grid files onto the grid instead of raising.
+        allow_missing_keys: skip keys a data item lacks (e.g. ``anomaly`` of controls).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        grid: str | Grid,
+        modalities: Mapping[Hashable, Sequence[str]] | Sequence[str],
+        allow_resample: bool = False,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if isinstance(modalities, Mapping):
+            missing = [k for k in self.keys if k not in modalities]
+            if missing:
+                raise ValueError(f"modalities has no entry for keys {missing}")
+            per_key = {k: modalities[k] for k in self.keys}
+        else:
+            per_key = {k: modalities for k in self.keys}
+        self.loaders = {k: LoadValidatedImage(grid, m, allow_resample) for k, m in per_key.items()}
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.loaders[key](d[key])
+        return d
+
+
+LoadValidatedImageD = LoadValidatedImageDict = LoadValidatedImaged

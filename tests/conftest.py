@@ -1,0 +1,98 @@
+"""Shared fixtures: a tiny test grid and a tiny valid cohort written into tmp_path.
+
+The cohort's dataset.json is written with plain ``json.dump`` in the documented format (not with
+``write_dataset``), so reader tests do not depend on the writer under test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+# Tests build their atlases and cohorts in a cache of their own (fresh on a clean clone, so CI exercises
+# the offline atlas build), unless the caller points BRAIN_ANOMALY_CACHE somewhere on purpose.
+os.environ.setdefault("BRAIN_ANOMALY_CACHE", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "brain-anomaly-cache"))
+
+from common import grids
+from common.grids import Grid
+
+TINY = Grid(
+    name="tiny",
+    shape=(8, 9, 7),
+    affine_rows=((2.0, 0, 0, -8.0), (0, 2.0, 0, -9.0), (0, 0, 2.0, -6.0)),
+    description="8x9x7 test grid at 2 mm",
+)
+
+
+def write_nifti(path, data, affine, dtype=None) -> Path:
+    """Save ``data`` with ``affine`` (the on-disk dtype follows ``dtype`` or the array's)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.asarray(data)
+    img = nib.Nifti1Image(data if dtype is None else data.astype(dtype), np.asarray(affine, dtype=float))
+    img.header.set_data_dtype(data.dtype if dtype is None else dtype)
+    nib.save(img, str(path))
+    return path
+
+
+@pytest.fixture
+def tiny_grid(monkeypatch) -> Grid:
+    """The tiny grid, registered as ``"tiny"`` in :data:`common.grids.GRIDS` for this test only."""
+    monkeypatch.setitem(grids.GRIDS, TINY.name, TINY)
+    return TINY
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def make_cohort(tmp_path, tiny_grid):
+    """``make_cohort(n_controls=3, n_patients=2, anomaly=True) -> Path`` of a valid FA/MD cohort's dataset.json.
+
+    Each subject's FA is filled with ``0.1 * subject number`` and MD with ``0.5`` so tests can tell files apart.
+    """
+
+    def make(n_controls: int = 3, n_patients: int = 2, anomaly: bool = True, root: Path | None = None) -> Path:
+        root = Path(root or tmp_path / "cohort")
+        training = []
+        for i in range(n_controls + n_patients):
+            sid = f"sub-{i + 1:04d}"
+            group = "control" if i < n_controls else "patient"
+            fa = np.full(TINY.shape, 0.1 * ((i % 9) + 1), dtype=np.float32)
+            md = np.full(TINY.shape, 0.5, dtype=np.float32)
+            write_nifti(root / sid / f"{sid}_FA.nii.gz", fa, TINY.affine)
+            write_nifti(root / sid / f"{sid}_MD.nii.gz", md, TINY.affine)
+            entry = {
+                "id": sid,
+                "group": group,
+                "image": [f"{sid}/{sid}_FA.nii.gz", f"{sid}/{sid}_MD.nii.gz"],
+                "age": 60.0 + i,
+                "sex": "F" if i % 2 else "M",
+                "site": "A",
+            }
+            if group == "patient" and anomaly:
+                write_nifti(root / sid / f"{sid}_effect.nii.gz", np.zeros(TINY.shape, np.float32), TINY.affine)
+                entry["anomaly"] = f"{sid}/{sid}_effect.nii.gz"
+            training.append(entry)
+        doc = {
+            "name": "tiny test cohort",
+            "description": "written by tests/conftest.py",
+            "licence": "CC0",
+            "tensorImageSize": "3D",
+            "grid": TINY.name,
+            "modality": {"0": "FA", "1": "MD"},
+            "numTraining": len(training),
+            "training": training,
+        }
+        path = root / "dataset.json"
+        path.write_text(json.dumps(doc, indent=2))
+        return path
+
+    return make
