@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-__all__ = ["smooth_random_fields", "warp"]
+__all__ = ["smooth_random_fields", "misregistration", "warp"]
 
 COARSE_FACTOR = 4
 
@@ -31,6 +31,17 @@ def smooth_random_fields(rng: np.random.Generator, shape: tuple[int, int, int], 
     with torch.no_grad():
         fine = F.interpolate(torch.from_numpy(coarse)[None], size=shape, mode="trilinear", align_corners=True)[0]
     return fine.numpy()
+
+
+def misregistration(rng: np.random.Generator, smooth_fields: np.ndarray, spacing_mm: float, rms_mm: float,
+                    centre_vox: np.ndarray, scale_sd: float = 0.01) -> np.ndarray:
+    """Displacement (3, X, Y, Z) in voxels of images already non-linearly normalised to MNI: a smooth
+    field of ``rms_mm`` plus an isotropic head-size scaling (sd ``scale_sd``, clipped at 2.5 sd) about
+    ``centre_vox``. ``smooth_fields`` are three unit-sd fields from :func:`smooth_random_fields`."""
+    shape = smooth_fields.shape[1:]
+    scale = float(np.clip(rng.normal(1.0, scale_sd), 1.0 - 2.5 * scale_sd, 1.0 + 2.5 * scale_sd))
+    coords = np.indices(shape, dtype=np.float32) - np.asarray(centre_vox, np.float32)[:, None, None, None]
+    return smooth_fields * np.float32(rms_mm / spacing_mm) + np.float32(1.0 / scale - 1.0) * coords
 
 
 def warp(maps: np.ndarray, displacement_vox: np.ndarray) -> np.ndarray:

@@ -35,7 +35,7 @@ from common.data.synthetic.base import (
     subject_rng,
     write_cohort,
 )
-from common.data.synthetic.deform import smooth_random_fields, warp
+from common.data.synthetic.deform import misregistration, smooth_random_fields, warp
 
 __all__ = ["PDCohortConfig", "PDTemplate", "render_pd_subject", "make_pd_cohort", "PD_TARGET_REGIONS"]
 
@@ -148,10 +148,7 @@ def render_pd_subject(t: PDTemplate, cfg: PDCohortConfig, subject: SubjectSpec) 
         fa, md = fa * (1 - effect), md * (1 + effect)
     else:
         effect = np.zeros_like(fa)
-    # Deformation: smooth displacement (voxels) plus an isotropic head-size scaling about the brain centre.
-    scale = float(np.clip(rng.normal(1.0, 0.01), 0.975, 1.025))
-    coords = np.indices(grid.shape, dtype=np.float32) - t.centre_vox.astype(np.float32)[:, None, None, None]
-    displacement = fields[:3] * (cfg.deformation_mm / spacing) + (1.0 / scale - 1.0) * coords
+    displacement = misregistration(rng, fields[:3], spacing, cfg.deformation_mm, t.centre_vox)
     fa, md, brain, effect = warp(np.stack([fa, md, t.brain, effect]), displacement)
     inside = brain > 0.5
     noisy = np.stack([fa, md]) + rng.standard_normal((2, *grid.shape), dtype=np.float32) * np.float32(cfg.noise_sd)

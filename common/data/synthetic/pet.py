@@ -28,7 +28,7 @@ from common.data.synthetic.base import (
     subject_rng,
     write_cohort,
 )
-from common.data.synthetic.deform import smooth_random_fields, warp
+from common.data.synthetic.deform import misregistration, smooth_random_fields, warp
 from common.transforms.hypometabolism import SimulateHypometabolism
 
 __all__ = ["PETCohortConfig", "PETTemplate", "render_pet_subject", "make_pet_cohort", "GM_UPTAKE"]
@@ -102,9 +102,7 @@ def render_pet_subject(t: PETTemplate, cfg: PETCohortConfig, subject: SubjectSpe
         reduction = simulator.reduction_map(image)
         image = simulator(image)
         info = {"pattern": cfg.pattern, "degree": round(degree, 2)}
-    scale = float(np.clip(rng.normal(1.0, 0.01), 0.975, 1.025))
-    coords = np.indices(grid.shape, dtype=np.float32) - t.centre_vox.astype(np.float32)[:, None, None, None]
-    displacement = fields[:3] * (cfg.deformation_mm / spacing) + (1.0 / scale - 1.0) * coords
+    displacement = misregistration(rng, fields[:3], spacing, cfg.deformation_mm, t.centre_vox)
     image, reduction, head = warp(np.stack([image, reduction, t.head]), displacement)
     noise = rng.standard_normal(grid.shape, dtype=np.float32) * np.float32(cfg.noise_sd)
     image = image + noise * np.sqrt(np.clip(image, 0, None)) * (head > 0.05)
