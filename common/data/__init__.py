@@ -14,7 +14,7 @@ from .nifti import (
     get_modality,
     load_checked,
 )
-from .splits import check_splits, default_n_test, make_splits, read_splits, write_splits
+from .splits import SPLIT_PARTS, check_splits, default_n_test, make_splits, read_splits, split_subjects, write_splits
 
 __all__ = [
     "MD_MAX_MM2_PER_S",
@@ -36,4 +36,6 @@ __all__ = [
     "write_splits",
     "read_splits",
     "check_splits",
+    "split_subjects",
+    "SPLIT_PARTS",
 ]

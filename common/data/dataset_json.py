@@ -74,6 +74,12 @@ class CohortDataset:
     def patients(self) -> list[dict]:
         return [s for s in self.subjects if s["group"] == "patient"]
 
+    def select(self, ids: Sequence[str] | None = None) -> list[dict]:
+        """Subjects with the given ids, in that order (all subjects when ``ids`` is None)."""
+        if ids is None:
+            return list(self.subjects)
+        return [self.subject(i) for i in ids]
+
     def subject(self, subject_id: str) -> dict:
         for s in self.subjects:
             if s["id"] == subject_id:

@@ -36,6 +36,8 @@ __all__ = [
     "write_splits",
     "read_splits",
     "check_splits",
+    "split_subjects",
+    "SPLIT_PARTS",
 ]
 
 PAPER_N_CONTROLS = 56
@@ -229,3 +231,41 @@ def read_splits(path: str | os.PathLike, dataset: CohortDataset | str | os.PathL
     manifest = read_json(path)
     check_splits(manifest, dataset, path=path)
     return manifest
+
+
+#: Parts of a split a workflow can ask for; "evaluation" = test controls + patients.
+SPLIT_PARTS = ("train", "val", "test", "patients", "evaluation")
+
+
+def split_subjects(
+    dataset_json: str | os.PathLike,
+    part: str,
+    split_index: int = 0,
+    splits_file: str | os.PathLike | None = None,
+    n_splits: int = 10,
+    n_val: int = 0,
+    seed: int = 0,
+) -> list[dict]:
+    """Subjects (dataset entries with absolute paths) of one part of one split: what a bundle trains,
+    validates or evaluates on.
+
+    The split comes from ``splits_file`` when given (checked for leaks against the dataset), else it is
+    drawn with :func:`make_splits` from ``n_splits``, ``n_val`` and ``seed`` (deterministic, nothing written).
+    """
+    if part not in SPLIT_PARTS:
+        raise ValueError(f"unknown split part {part!r}; expected one of {SPLIT_PARTS}")
+    dataset = read_dataset(dataset_json)
+    if splits_file:
+        manifest = read_splits(splits_file, dataset)
+    else:
+        manifest = make_splits(dataset, n_splits=max(n_splits, split_index + 1), n_val=n_val, seed=seed)
+    if not 0 <= split_index < len(manifest["splits"]):
+        raise InputDataError(splits_file, f"split {split_index} requested, the manifest has {len(manifest['splits'])}")
+    split = manifest["splits"][split_index]
+    ids = split["test"] + split["patients"] if part == "evaluation" else split[part]
+    if not ids and part in ("train", "val"):
+        raise InputDataError(
+            splits_file or dataset.path,
+            f"split {split_index} has no {part} controls (set n_val >= 1 for validation, or a splits file with 'val')",
+        )
+    return [dataset.subject(i) for i in ids]

@@ -8,9 +8,21 @@ from .hypometabolism import (
     SimulateHypometabolismd,
     smoothed_mask,
 )
-from .io import LoadValidatedImage, LoadValidatedImageD, LoadValidatedImaged, LoadValidatedImageDict
+from .io import (
+    SUBJECT_ID,
+    LoadValidatedImage,
+    LoadValidatedImageD,
+    LoadValidatedImaged,
+    LoadValidatedImageDict,
+    subject_output_name,
+)
+from .reconstruction import ReconstructionError, ReconstructionErrord
 
 __all__ = [
+    "SUBJECT_ID",
+    "subject_output_name",
+    "ReconstructionError",
+    "ReconstructionErrord",
     "LoadValidatedImage",
     "LoadValidatedImaged",
     "LoadValidatedImageD",

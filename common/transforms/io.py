@@ -22,7 +22,12 @@ from common.data.nifti import check_same_grid, get_modality, load_checked
 from common.errors import InputDataError
 from common.grids import Grid, get_grid
 
+#: Meta key holding the subject id of a loaded image.
+SUBJECT_ID = "subject_id"
+
 __all__ = [
+    "SUBJECT_ID",
+    "subject_output_name",
     "LoadValidatedImage",
     "LoadValidatedImaged",
     "LoadValidatedImageD",
@@ -84,6 +89,8 @@ class LoadValidatedImaged(MapTransform):
             used for every key.
         allow_resample: resample off-grid files onto the grid instead of raising.
         allow_missing_keys: skip keys a data item lacks (e.g. ``anomaly`` of controls).
+        id_key: key of the subject id in the data item; when present it is stored as ``subject_id`` in each
+            loaded image's meta, so outputs can be named after the subject (see :func:`subject_output_name`).
     """
 
     def __init__(
@@ -93,8 +100,10 @@ class LoadValidatedImaged(MapTransform):
         modalities: Mapping[Hashable, Sequence[str]] | Sequence[str],
         allow_resample: bool = False,
         allow_missing_keys: bool = False,
+        id_key: str | None = "id",
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        self.id_key = id_key
         if isinstance(modalities, Mapping):
             missing = [k for k in self.keys if k not in modalities]
             if missing:
@@ -108,7 +117,19 @@ class LoadValidatedImaged(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.loaders[key](d[key])
+            if self.id_key is not None and self.id_key in d:
+                d[key].meta[SUBJECT_ID] = str(d[self.id_key])
         return d
+
+
+def subject_output_name(metadict: Mapping, saver: Transform) -> dict:
+    """``output_name_formatter`` for MONAI's ``SaveImage(d)``: outputs are named after the subject id
+    (``<output_dir>/<id>/<id>_<postfix>.nii.gz``) instead of the first input file's name."""
+    subject = metadict.get(SUBJECT_ID)
+    if subject is None:
+        name = os.path.basename(str(metadict.get(ImageMetaKey.FILENAME_OR_OBJ, "image")))
+        subject = name.split(".nii")[0]
+    return {"subject": str(subject), "idx": metadict.get(ImageMetaKey.PATCH_INDEX)}
 
 
 LoadValidatedImageD = LoadValidatedImageDict = LoadValidatedImaged

@@ -1,0 +1,62 @@
+"""In-memory axial slices of the analysed slab: what pd_ae trains on.
+
+All volumes are read (and validated) once at construction, in two threads; only the slab's slices are
+kept, as one contiguous (N * S, C, X, Y) tensor, so an epoch never touches a file and a batch is a gather.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from common.atlases import load_atlas
+from common.data.slab import analysed_slab
+from common.grids import get_grid
+from common.transforms.io import LoadValidatedImage
+
+__all__ = ["AxialSliceDataset"]
+
+
+class AxialSliceDataset(Dataset):
+    """``n_slices`` axial slices around the brain centre of every subject, held in memory.
+
+    Items are ``{"image": (C, X, Y) tensor, "id": subject id, "z": slice index}``; the reconstruction
+    target is the image itself (see :func:`common.engines.prepare_reconstruction_batch`).
+
+    Args:
+        subjects: dataset entries with an ``image`` list (one path per channel) and an ``id``.
+        grid: grid the files must be on.
+        modalities: one modality per channel (validated ranges).
+        n_slices: slab thickness in slices (PD paper: 40), centred on the atlas brain's centre of mass.
+        num_threads: files read in parallel (decompression releases the GIL).
+    """
+
+    def __init__(self, subjects: Sequence[dict], grid: str = "spm1p5", modalities: Sequence[str] = ("FA", "MD"),
+                 n_slices: int = 40, num_threads: int = 2, progress: bool = True):
+        if not subjects:
+            raise ValueError("AxialSliceDataset needs at least one subject")
+        self.grid = get_grid(grid)
+        self.slab = analysed_slab(load_atlas(self.grid).brain, n_slices)
+        loader = LoadValidatedImage(self.grid, list(modalities))
+
+        def slab_slices(subject: dict) -> torch.Tensor:
+            volume = loader(subject["image"]).as_tensor()  # (C, X, Y, Z), validated
+            return volume[..., self.slab].permute(3, 0, 1, 2).contiguous()  # (S, C, X, Y)
+
+        with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+            chunks = list(tqdm(pool.map(slab_slices, subjects), total=len(subjects), desc="loading volumes",
+                               unit="subject", disable=not progress))
+        self.slices = torch.cat(chunks)
+        n = self.slab.stop - self.slab.start
+        self.ids = [s["id"] for s in subjects for _ in range(n)]
+        self.z = [z for _ in subjects for z in range(self.slab.start, self.slab.stop)]
+
+    def __len__(self) -> int:
+        return self.slices.shape[0]
+
+    def __getitem__(self, index: int) -> dict:
+        return {"image": self.slices[index], "id": self.ids[index], "z": self.z[index]}

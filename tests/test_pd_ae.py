@@ -1,0 +1,119 @@
+"""pd_ae: network shapes, loss, slice inference, and the bundle's train/infer workflows on a tiny cohort."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+from monai.inferers import SliceInferer
+
+from common.data.synthetic import PDCohortConfig, make_pd_cohort
+from common.networks import SpatialAE2d
+from common.transforms import ReconstructionError
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "pd_ae"
+
+
+def test_layer_shapes_121x145_to_4x5_and_back():
+    net = SpatialAE2d(in_channels=2)
+    x = torch.rand(2, 2, 121, 145)
+    z, sizes = net.encode(x)
+    assert z.shape == (2, 256, 4, 5)
+    assert sizes == [[8, 10], [16, 19], [31, 37], [61, 73], [121, 145]]
+    y = net(x)
+    assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    ups = [m for m in net.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert len(convs) == 5 and len(ups) == 5
+    assert all(m.stride == (2, 2) and m.kernel_size == (3, 3) for m in convs + ups)
+    assert 1.9e6 < sum(p.numel() for p in net.parameters()) < 2.1e6  # DESIGN.md: about 2.0 M
+    assert len([m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]) == 9  # all but the last
+
+
+def test_torchscript_matches_eager():
+    net = SpatialAE2d().eval()
+    x = torch.rand(1, 2, 121, 145)
+    torch.testing.assert_close(torch.jit.script(net)(x), net(x))
+
+
+def test_l1_loss_is_the_mean_absolute_difference():
+    loss = torch.nn.L1Loss()
+    x, y = torch.rand(4, 2, 8, 8), torch.rand(4, 2, 8, 8)
+    assert loss(x, y).item() == pytest.approx(np.abs(x.numpy() - y.numpy()).mean(), rel=1e-6)
+
+
+def test_joint_error_map_matches_numpy():
+    x, xhat = torch.rand(2, 5, 6, 7), torch.rand(2, 5, 6, 7)
+    expected = np.sqrt(((x.numpy() - xhat.numpy()) ** 2).sum(0, keepdims=True))
+    np.testing.assert_allclose(ReconstructionError()(x, xhat).numpy(), expected, rtol=1e-6)
+
+
+def test_slice_inferer_runs_the_network_on_axial_slices():
+    """spatial_dim=2 of a (B, C, X, Y, Z) volume is the axial axis of our RAS grids."""
+    net = SpatialAE2d(channels=(4, 8)).eval()
+    volume = torch.rand(1, 2, 21, 25, 6)
+    out = SliceInferer(roi_size=(21, 25), spatial_dim=2, sw_batch_size=4)(volume, net)
+    with torch.no_grad():
+        manual = torch.stack([net(volume[..., z]) for z in range(volume.shape[-1])], dim=-1)
+    torch.testing.assert_close(out, manual, atol=1e-6, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny_pd(tmp_path_factory):
+    folder, _ = make_pd_cohort(tmp_path_factory.mktemp("pd_tiny") / "cohort", PDCohortConfig(6, 2, seed=11), progress=False)
+    return folder
+
+
+def test_one_epoch_training_and_inference_through_configworkflow(tiny_pd, tmp_path):
+    overrides = {"dataset_dir": str(tiny_pd), "bundle_root": str(tmp_path), "n_val": 1, "epochs": 1,
+                 "batch_size": 8, "n_slices": 4, "progress": False}
+    train = ConfigWorkflow(config_file=str(BUNDLE / "configs" / "train.json"), workflow_type="train",
+                           meta_file=str(BUNDLE / "configs" / "metadata.json"), logging_file=str(BUNDLE / "configs" / "logging.conf"),
+                           **overrides)
+    train.initialize()
+    assert train.check_properties() == []
+    assert len(train.train_dataset) == (6 - 2 - 1) * 4  # 3 train controls x 4 slices
+    train.run()
+    train.finalize()
+    summary = json.loads((tmp_path / "models" / "train_summary.json").read_text())
+    assert summary["epochs"] == 1 and summary["best_val_epoch"] == 1
+    assert (tmp_path / "models" / "model.pt").is_file()
+
+    infer = ConfigWorkflow(config_file=str(BUNDLE / "configs" / "inference.json"), workflow_type="infer",
+                           meta_file=str(BUNDLE / "configs" / "metadata.json"), logging_file=str(BUNDLE / "configs" / "logging.conf"),
+                           dataset_dir=str(tiny_pd), bundle_root=str(tmp_path), subject_ids=["sub-0001", "sub-0007"], num_workers=0)
+    infer.initialize()
+    assert infer.check_properties() == []
+    infer.run()
+    infer.finalize()
+    source = nib.load(tiny_pd / "sub-0007" / "sub-0007_FA.nii.gz")
+    for name, shape in (("reconstruction", (121, 145, 121, 2)), ("error", (121, 145, 121))):
+        img = nib.load(tmp_path / "eval" / "inference" / "sub-0007" / f"sub-0007_{name}.nii.gz")
+        assert img.shape == shape
+        np.testing.assert_allclose(img.affine, source.affine, atol=1e-5)
+    error = nib.load(tmp_path / "eval" / "inference" / "sub-0007" / "sub-0007_error.nii.gz").get_fdata()
+    recon = nib.load(tmp_path / "eval" / "inference" / "sub-0007" / "sub-0007_reconstruction.nii.gz").get_fdata()
+    fa = source.get_fdata()
+    md = nib.load(tiny_pd / "sub-0007" / "sub-0007_MD.nii.gz").get_fdata()
+    expected = np.sqrt((fa - recon[..., 0]) ** 2 + (md - recon[..., 1]) ** 2)
+    np.testing.assert_allclose(error, expected, atol=1e-5)
+
+
+def test_inference_without_weights_fails_before_work(tiny_pd, tmp_path):
+    infer = ConfigWorkflow(config_file=str(BUNDLE / "configs" / "inference.json"), workflow_type="infer",
+                           meta_file=str(BUNDLE / "configs" / "metadata.json"), logging_file=str(BUNDLE / "configs" / "logging.conf"),
+                           dataset_dir=str(tiny_pd), bundle_root=str(tmp_path))
+    with pytest.raises(RuntimeError) as err:  # MONAI wraps errors of config expressions
+        infer.initialize()
+    causes = []
+    cause = err.value
+    while cause is not None:
+        causes.append(str(cause))
+        cause = cause.__cause__
+    assert any("model.pt: file not found" in c for c in causes), causes
+    assert not (tmp_path / "eval").exists()
