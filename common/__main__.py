@@ -5,6 +5,7 @@ Commands:
   synth     write a synthetic cohort (pd: DTI FA/MD, pet: FDG):  python -m common synth pd --out DIR
   validate  check a dataset.json and every image it names:      python -m common validate DIR/dataset.json
   splits    write the seeded control train/test splits:         python -m common splits DIR/dataset.json
+  experiment  train + evaluate a bundle over splits:            python -m common experiment pd --bundle pd_ae
   demo      the README's main job on the embedded synthetic data: python -m common demo
 """
 
@@ -41,16 +42,30 @@ def _commands() -> dict:
         return splits_command(dataset_json, out=out, n_splits=n_splits, n_test=n_test, n_val=n_val, seed=seed)
 
     def demo(out: str = "outputs/demo", seed: int = 0, pd_controls: int = 20, pd_patients: int = 20,
-             pet_controls: int = 20, pet_patients: int = 10):
-        """The README's main job: atlases, demo cohorts, a figure and a summary, all written under OUT."""
+             pet_controls: int = 20, pet_patients: int = 10, train: bool = True, pd_ae_epochs: int = 30):
+        """The README's main job: atlases, demo cohorts, pd_ae trained and evaluated on a short schedule,
+        figures and a summary, all written under OUT (--train False skips the training)."""
         from common.demo import run_demo
 
-        run_demo(out=out, seed=seed, pd_controls=pd_controls, pd_patients=pd_patients,
-                        pet_controls=pet_controls, pet_patients=pet_patients)
+        run_demo(out=out, seed=seed, pd_controls=pd_controls, pd_patients=pd_patients, pet_controls=pet_controls,
+                 pet_patients=pet_patients, train=train, pd_ae_epochs=pd_ae_epochs)
+
+    class ExperimentCommands:
+        """Train and evaluate a bundle over seeded control splits, then aggregate (the papers' protocols)."""
+
+        def pd(self, bundle: str = "pd_ae", dataset_dir: str | None = None, out: str | None = None,
+               splits: int = 10, seed: int = 0, n_val: int = 3, epochs: int | None = None, progress: bool = True):
+            """PD protocol: per split train BUNDLE (pd_ae or pd_sae), evaluate per ROI; mean +- sd over splits.
+            A killed run resumes: finished splits are reused."""
+            from common.evaluation.experiment import run_pd_experiment
+
+            run_pd_experiment(bundle=bundle, dataset_dir=dataset_dir, out=out, splits=splits, seed=seed,
+                              n_val=n_val, epochs=epochs, progress=progress)
 
     from common.data.synthetic.cli import SynthCommands
 
-    return {"atlas": atlas, "synth": SynthCommands, "validate": validate, "splits": splits, "demo": demo}
+    return {"atlas": atlas, "synth": SynthCommands, "validate": validate, "splits": splits,
+            "experiment": ExperimentCommands, "demo": demo}
 
 
 def main(argv: list[str] | None = None):

@@ -20,7 +20,7 @@ def test_help_lists_the_commands():
     result = run("--help")
     assert result.returncode == 0
     shown = result.stdout + result.stderr  # fire writes help to stderr when there is no terminal
-    for command in ("atlas", "synth", "validate", "splits", "demo"):
+    for command in ("atlas", "synth", "validate", "splits", "experiment", "demo"):
         assert command in shown
 
 
@@ -65,7 +65,7 @@ def test_synth_validate_splits_and_a_bad_dataset(tmp_path):
 def test_demo_writes_cohorts_figure_and_summary(tmp_path):
     out = tmp_path / "demo"
     result = run("demo", "--out", str(out), "--pd-controls", "5", "--pd-patients", "2", "--pet-controls", "2",
-                 "--pet-patients", "2")
+                 "--pet-patients", "2", "--train", "False")
     assert result.returncode == 0, result.stderr
     figure = out / "figures" / "cohorts_overview.png"
     assert figure.stat().st_size > 50_000

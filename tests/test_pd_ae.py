@@ -69,7 +69,7 @@ def tiny_pd(tmp_path_factory):
     return folder
 
 
-def test_one_epoch_training_and_inference_through_configworkflow(tiny_pd, tmp_path):
+def test_one_epoch_training_evaluation_and_inference_through_configworkflow(tiny_pd, tmp_path):
     overrides = {"dataset_dir": str(tiny_pd), "bundle_root": str(tmp_path), "n_val": 1, "epochs": 1,
                  "batch_size": 8, "n_slices": 4, "progress": False}
     train = ConfigWorkflow(config_file=str(BUNDLE / "configs" / "train.json"), workflow_type="train",
@@ -83,6 +83,20 @@ def test_one_epoch_training_and_inference_through_configworkflow(tiny_pd, tmp_pa
     summary = json.loads((tmp_path / "models" / "train_summary.json").read_text())
     assert summary["epochs"] == 1 and summary["best_val_epoch"] == 1
     assert (tmp_path / "models" / "model.pt").is_file()
+
+    evaluate = ConfigWorkflow(config_file=[str(BUNDLE / "configs" / "train.json"), str(BUNDLE / "configs" / "evaluate.json")],
+                              workflow_type="infer", meta_file=str(BUNDLE / "configs" / "metadata.json"),
+                              logging_file=str(BUNDLE / "configs" / "logging.conf"), n_bootstrap=50, num_workers=0, **overrides)
+    evaluate.initialize()
+    assert evaluate.check_properties() == []
+    evaluate.run()
+    evaluate.finalize()
+    result = json.loads((tmp_path / "eval" / "split_0" / "pd_evaluation.json").read_text())
+    # the threshold comes from the 3 training controls; the test set is the split's 2 test controls + 2 patients
+    assert len(result["reference_pool"]["ids"]) == 3 and len(result["subjects"]) == 4
+    assert {r["roi"] for r in result["rois"]} >= {"whole_brain", "white_matter", "putamen"}  # the 4-slice slab misses the SN
+    for figure in ("roc_curves", "gmean_bars", "percent_abnormal_heatmap", "reconstruction_showcase"):
+        assert (tmp_path / "eval" / "split_0" / "figures" / f"{figure}.png").is_file()
 
     infer = ConfigWorkflow(config_file=str(BUNDLE / "configs" / "inference.json"), workflow_type="infer",
                            meta_file=str(BUNDLE / "configs" / "metadata.json"), logging_file=str(BUNDLE / "configs" / "logging.conf"),

@@ -74,6 +74,11 @@ class CohortDataset:
     def patients(self) -> list[dict]:
         return [s for s in self.subjects if s["group"] == "patient"]
 
+    @property
+    def groups(self) -> dict[str, str]:
+        """Subject id -> group (``control`` / ``patient``)."""
+        return {s["id"]: s["group"] for s in self.subjects}
+
     def select(self, ids: Sequence[str] | None = None) -> list[dict]:
         """Subjects with the given ids, in that order (all subjects when ``ids`` is None)."""
         if ids is None:
