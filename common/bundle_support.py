@@ -64,6 +64,8 @@ def write_training_summary(trainer, evaluator, out_dir: str | os.PathLike) -> Pa
         loss = loss[-1] if loss else None
     if isinstance(loss, dict):
         loss = loss.get("loss")
+    if hasattr(loss, "detach"):
+        loss = loss.detach().float().item()
     summary = {
         "epochs": int(trainer.state.epoch),
         "iterations": int(trainer.state.iteration),

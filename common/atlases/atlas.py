@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -120,7 +121,7 @@ def load_atlas(grid: str | Grid = "spm1p5", rebuild: bool = False) -> Atlas:
     # One builder at a time (parallel test workers, two bundles starting together); the others wait and reuse.
     with FileLock(str(folder) + ".lock"):
         if rebuild or not manifest_is_current(folder, inputs):
-            logger.info("building the %s atlas into %s", grid.name, folder)
+            print(f"building the {grid.name} atlas into {folder} (first use, a few seconds)", file=sys.stderr, flush=True)
             start = time.perf_counter()
             build_atomically(folder, inputs, lambda tmp: build_atlas(grid, tmp))
             seconds = time.perf_counter() - start
