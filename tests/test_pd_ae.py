@@ -77,6 +77,9 @@ def test_one_epoch_training_evaluation_and_inference_through_configworkflow(tiny
                            **overrides)
     train.initialize()
     assert train.check_properties() == []
+    # the training loss reaches the logs with decollate off (the output is one dict, not a list of items)
+    stats = train.parser.get_parsed_content("train#handlers")[1]
+    assert stats.output_transform({"loss": torch.tensor(0.25, requires_grad=True)}) == pytest.approx(0.25)
     assert len(train.train_dataset) == (6 - 2 - 1) * 4  # 3 train controls x 4 slices
     train.run()
     train.finalize()
@@ -131,3 +134,20 @@ def test_inference_without_weights_fails_before_work(tiny_pd, tmp_path):
         cause = cause.__cause__
     assert any("model.pt: file not found" in c for c in causes), causes
     assert not (tmp_path / "eval").exists()
+
+
+SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "monai" / "meta_schema_20240725.json"
+
+
+@pytest.mark.skipif(not SCHEMA.is_file(), reason="needs ../shared/monai/meta_schema_20240725.json (CI has it)")
+def test_metadata_is_valid_offline():
+    from monai.bundle import verify_metadata
+
+    verify_metadata(meta_file=str(BUNDLE / "configs" / "metadata.json"), filepath=str(SCHEMA))  # raises if invalid
+
+
+def test_verify_net_in_out():
+    from monai.bundle import verify_net_in_out
+
+    verify_net_in_out(net_id="network_def", meta_file=str(BUNDLE / "configs" / "metadata.json"),
+                      config_file=str(BUNDLE / "configs" / "inference.json"), n=1, any=1, device="cpu")
