@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -139,7 +140,8 @@ def test_inference_without_weights_fails_before_work(tiny_pd, tmp_path):
 SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "monai" / "meta_schema_20240725.json"
 
 
-@pytest.mark.skipif(not SCHEMA.is_file(), reason="needs ../shared/monai/meta_schema_20240725.json (CI has it)")
+@pytest.mark.skipif(not SCHEMA.is_file() and not os.environ.get("CI"),
+                    reason="needs ../shared/monai/meta_schema_20240725.json beside the checkout (CI has it)")
 def test_metadata_is_valid_offline():
     from monai.bundle import verify_metadata
 

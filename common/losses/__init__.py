@@ -1,0 +1,5 @@
+"""Losses of the bundles' networks."""
+
+from common.losses.siamese import SiameseReconstructionLoss
+
+__all__ = ["SiameseReconstructionLoss"]

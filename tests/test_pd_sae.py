@@ -1,0 +1,108 @@
+"""pd_sae: the paper's patch auto-encoder shapes, the exact dense centre reconstruction, the siamese loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from common.losses import SiameseReconstructionLoss
+from common.networks import PatchAE2d, SiamesePatchAE
+
+
+def test_shapes_as_the_paper_describes():
+    net = PatchAE2d()
+    x = torch.rand(3, 2, 15, 15)
+    shapes = []
+    h = x
+    for layer in (net.conv1, lambda t: F.max_pool2d(t, 2), net.conv2, net.conv3):
+        h = layer(h)
+        shapes.append(tuple(h.shape[1:]))
+    assert shapes == [(16, 13, 13), (16, 6, 6), (16, 4, 4), (16, 2, 2)]
+    h = net.up1(h)
+    assert tuple(h.shape[1:]) == (16, 4, 4)
+    h = net.up2(h)
+    assert tuple(h.shape[1:]) == (16, 6, 6)
+    h = F.interpolate(h, scale_factor=2.0)
+    assert tuple(h.shape[1:]) == (16, 12, 12)
+    h = net.up3(h)
+    assert tuple(h.shape[1:]) == (16, 14, 14)
+    assert tuple(net.up4(h).shape[1:]) == (2, 15, 15)
+    assert net.up4.kernel_size == (2, 2) and net.up4.out_channels == 2
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
+    assert 11_000 < sum(p.numel() for p in net.parameters()) < 13_000  # DESIGN.md: ~12k
+    y = net(x)
+    assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1
+    siamese = SiamesePatchAE()
+    siamese.load_state_dict(net.state_dict())  # same parameters: checkpoints move between the two
+    recon, codes = siamese(x)
+    assert codes.shape == (3, 64)
+    torch.testing.assert_close(recon, y)
+
+
+def cut_patches_reference(net, slices):
+    """Every zero-padded 15x15 patch cut explicitly and run through ``forward``; its centre pixel kept."""
+    s, c, h, w = slices.shape
+    padded = F.pad(slices, (7, 7, 7, 7))
+    patches = F.unfold(padded, 15).transpose(1, 2).reshape(s * h * w, c, 15, 15)
+    return net(patches)[:, :, 7, 7].reshape(s, h * w, c).permute(0, 2, 1).reshape(s, c, h, w)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_dense_centre_reconstruction_equals_cutting_every_patch(seed):
+    torch.manual_seed(seed)
+    net = PatchAE2d().eval()
+    slices = torch.rand(2, 2, 19, 23)
+    with torch.no_grad():
+        dense = net.dense_centre_reconstruction(slices, chunk=97)
+        reference = cut_patches_reference(net, slices)
+    torch.testing.assert_close(dense, reference, atol=1e-6, rtol=1e-5)
+
+
+def test_dense_centre_reconstruction_with_a_mask():
+    torch.manual_seed(2)
+    net = PatchAE2d().eval()
+    slices = torch.rand(2, 2, 11, 12)
+    mask = torch.rand(2, 11, 12) > 0.5
+    with torch.no_grad():
+        full = net.dense_centre_reconstruction(slices)
+        masked = net.dense_centre_reconstruction(slices, mask=mask)
+    m = mask[:, None].expand_as(full)
+    torch.testing.assert_close(masked[m], full[m])
+    assert not masked[~m].any()
+
+
+def test_siamese_loss_against_a_direct_computation():
+    torch.manual_seed(3)
+    b = 4
+    target = torch.rand(2 * b, 2, 15, 15)
+    recon = torch.rand(2 * b, 2, 15, 15)
+    codes = torch.randn(2 * b, 64)
+    t, r, z = target.numpy(), recon.numpy(), codes.numpy()
+    mse = ((t - r) ** 2).reshape(2 * b, -1).mean(1)
+    cos = (z[:b] * z[b:]).sum(1) / (np.linalg.norm(z[:b], axis=1) * np.linalg.norm(z[b:], axis=1))
+    expected = (mse[:b] + mse[b:] - 0.005 * cos).mean()
+    assert SiameseReconstructionLoss()((recon, codes), target).item() == pytest.approx(expected, rel=1e-5)
+    sse = ((t - r) ** 2).reshape(2 * b, -1).sum(1)
+    expected_sum = (sse[:b] + sse[b:] - 0.005 * cos).mean()
+    loss_sum = SiameseReconstructionLoss(reconstruction="sum")((recon, codes), target).item()
+    assert loss_sum == pytest.approx(expected_sum, rel=1e-5)
+    # identical codes are maximally similar: the loss drops by exactly alpha
+    same = SiameseReconstructionLoss(alpha=0.5)((target, torch.cat([codes[:b], codes[:b]])), target)
+    assert same.item() == pytest.approx(-0.5, abs=1e-6)
+
+
+def test_siamese_loss_rejects_bad_batches():
+    with pytest.raises(ValueError, match="reconstruction"):
+        SiameseReconstructionLoss(reconstruction="median")
+    with pytest.raises(ValueError, match="pairs"):
+        SiameseReconstructionLoss()((torch.rand(3, 2, 15, 15), torch.rand(3, 64)), torch.rand(3, 2, 15, 15))
+
+
+def test_torchscript_of_both_networks():
+    x = torch.rand(4, 2, 15, 15)
+    net = PatchAE2d().eval()
+    torch.testing.assert_close(torch.jit.script(net)(x), net(x))
+    siamese = SiamesePatchAE().eval()
+    torch.testing.assert_close(torch.jit.script(siamese)(x)[1], siamese(x)[1])
