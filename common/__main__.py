@@ -42,13 +42,15 @@ def _commands() -> dict:
         return splits_command(dataset_json, out=out, n_splits=n_splits, n_test=n_test, n_val=n_val, seed=seed)
 
     def demo(out: str = "outputs/demo", seed: int = 0, pd_controls: int = 20, pd_patients: int = 20,
-             pet_controls: int = 20, pet_patients: int = 10, train: bool = True, pd_ae_epochs: int = 30):
-        """The README's main job: atlases, demo cohorts, pd_ae trained and evaluated on a short schedule,
-        figures and a summary, all written under OUT (--train False skips the training)."""
+             pet_controls: int = 20, pet_patients: int = 10, train: bool = True, pd_ae_epochs: int = 30,
+             pd_sae_epochs: int = 10, pd_sae_pairs: int = 45_000):
+        """The README's main job: atlases, demo cohorts, pd_ae and pd_sae trained and evaluated on a short
+        schedule and compared, figures and a summary, all written under OUT (--train False skips training)."""
         from common.demo import run_demo
 
         run_demo(out=out, seed=seed, pd_controls=pd_controls, pd_patients=pd_patients, pet_controls=pet_controls,
-                 pet_patients=pet_patients, train=train, pd_ae_epochs=pd_ae_epochs)
+                 pet_patients=pet_patients, train=train, pd_ae_epochs=pd_ae_epochs, pd_sae_epochs=pd_sae_epochs,
+                 pd_sae_pairs=pd_sae_pairs)
 
     class ExperimentCommands:
         """Train and evaluate a bundle over seeded control splits, then aggregate (the papers' protocols)."""
@@ -61,6 +63,14 @@ def _commands() -> dict:
 
             run_pd_experiment(bundle=bundle, dataset_dir=dataset_dir, out=out, splits=splits, seed=seed,
                               n_val=n_val, epochs=epochs, progress=progress)
+
+        def compare(self, runs: str = "outputs/experiments/pd_ae,outputs/experiments/pd_sae",
+                    out: str = "outputs/experiments/compare"):
+            """Models side by side per ROI (table + paper Fig. 4 style figure): RUNS is a comma-separated list
+            of experiment folders written by `experiment pd`."""
+            from common.evaluation.experiment import compare_experiments
+
+            compare_experiments(runs if isinstance(runs, str) else ",".join(runs), out)
 
     from common.data.synthetic.cli import SynthCommands
 

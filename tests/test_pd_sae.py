@@ -106,3 +106,86 @@ def test_torchscript_of_both_networks():
     torch.testing.assert_close(torch.jit.script(net)(x), net(x))
     siamese = SiamesePatchAE().eval()
     torch.testing.assert_close(torch.jit.script(siamese)(x)[1], siamese(x)[1])
+
+
+# ---- the bundle ------------------------------------------------------------------------------------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import nibabel as nib  # noqa: E402
+from monai.bundle import ConfigWorkflow  # noqa: E402
+
+from common.data.synthetic import PDCohortConfig, make_pd_cohort  # noqa: E402
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "pd_sae"
+SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "monai" / "meta_schema_20240725.json"
+
+
+def workflow(config, workflow_type, **overrides):
+    files = [str(BUNDLE / "configs" / c) for c in ([config] if isinstance(config, str) else config)]
+    return ConfigWorkflow(config_file=files, workflow_type=workflow_type, meta_file=str(BUNDLE / "configs" / "metadata.json"),
+                          logging_file=str(BUNDLE / "configs" / "logging.conf"), **overrides)
+
+
+@pytest.fixture(scope="module")
+def tiny_pd(tmp_path_factory):
+    folder, _ = make_pd_cohort(tmp_path_factory.mktemp("pd_sae_tiny") / "cohort", PDCohortConfig(7, 2, seed=13), progress=False)
+    return folder
+
+
+def test_one_epoch_training_evaluation_and_inference_through_configworkflow(tiny_pd, tmp_path):
+    overrides = {"dataset_dir": str(tiny_pd), "bundle_root": str(tmp_path), "n_val": 2, "epochs": 1,
+                 "pairs_per_epoch": 900, "val_pairs": 450, "n_slices": 4, "progress": False}
+    train = workflow("train.json", "train", **overrides)
+    train.initialize()
+    assert train.check_properties() == []
+    assert len(train.train_dataset) == 900 // 225  # batches of the pair sampler per epoch
+    train.run()
+    train.finalize()
+    summary = json.loads((tmp_path / "models" / "train_summary.json").read_text())
+    assert summary["epochs"] == 1 and summary["key_metric"] == "val_loss" and summary["best_val_epoch"] == 1
+    # the siamese training checkpoint loads into the inference network
+    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    PatchAE2d().load_state_dict(state)
+
+    evaluate = workflow(["train.json", "evaluate.json"], "infer", n_bootstrap=50, num_workers=0, **overrides)
+    evaluate.initialize()
+    assert evaluate.check_properties() == []
+    evaluate.run()
+    result = json.loads((tmp_path / "eval" / "split_0" / "pd_evaluation.json").read_text())
+    assert result["model"] == "pd_sae" and len(result["reference_pool"]["ids"]) == 3
+    assert {r["roi"] for r in result["rois"]} >= {"whole_brain", "white_matter", "putamen"}
+
+    infer = workflow("inference.json", "infer", dataset_dir=str(tiny_pd), bundle_root=str(tmp_path),
+                     subject_ids=["sub-0008"], num_workers=0, n_slices=4)
+    infer.initialize()
+    assert infer.check_properties() == []
+    infer.run()
+    out = tmp_path / "eval" / "inference" / "sub-0008"
+    error = nib.load(out / "sub-0008_error.nii.gz")
+    source = nib.load(tiny_pd / "sub-0008" / "sub-0008_FA.nii.gz")
+    np.testing.assert_allclose(error.affine, source.affine, atol=1e-5)
+    e = error.get_fdata()
+    assert nib.load(out / "sub-0008_reconstruction.nii.gz").shape == (121, 145, 121, 2)
+    # only the analysed slab carries error: outside it the reconstruction is the input itself
+    slab = infer.parser.get_parsed_content("inferer").region((121, 145, 121))[1]
+    outside = np.ones(e.shape[-1], bool)
+    outside[slab] = False
+    assert not e[..., outside].any() and e[..., slab].any()
+
+
+@pytest.mark.skipif(not SCHEMA.is_file() and not os.environ.get("CI"),
+                    reason="needs ../shared/monai/meta_schema_20240725.json beside the checkout (CI has it)")
+def test_metadata_is_valid_offline():
+    from monai.bundle import verify_metadata
+
+    verify_metadata(meta_file=str(BUNDLE / "configs" / "metadata.json"), filepath=str(SCHEMA))
+
+
+def test_verify_net_in_out():
+    from monai.bundle import verify_net_in_out
+
+    verify_net_in_out(net_id="network_def", meta_file=str(BUNDLE / "configs" / "metadata.json"),
+                      config_file=str(BUNDLE / "configs" / "inference.json"), n=1, any=1, device="cpu")

@@ -1,7 +1,8 @@
 """Real data in: NIfTI validation, the dataset.json reader/writer and the control splits.
 
 Everything here depends on nibabel and numpy only (no torch); the MONAI transforms built on it live in
-:mod:`common.transforms`.
+:mod:`common.transforms`. The exception, pd_sae's :class:`~common.data.pairs.SiamesePairSampler` (a torch
+``IterableDataset``), is imported only when asked for, so ``import common.data`` stays torch-free.
 """
 
 from .dataset_json import GROUPS, SEXES, CohortDataset, ValidationReport, read_dataset, validate_dataset, write_dataset
@@ -38,4 +39,13 @@ __all__ = [
     "check_splits",
     "split_subjects",
     "SPLIT_PARTS",
+    "SiamesePairSampler",
 ]
+
+
+def __getattr__(name: str):
+    if name == "SiamesePairSampler":  # lazy: it needs torch
+        from .pairs import SiamesePairSampler
+
+        return SiamesePairSampler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

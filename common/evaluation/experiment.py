@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common.evaluation.pd import aggregate_splits, write_split_aggregates
 
-__all__ = ["run_pd_experiment", "bundle_configs", "PD_BUNDLES"]
+__all__ = ["run_pd_experiment", "compare_experiments", "bundle_configs", "PD_BUNDLES"]
 
 PD_BUNDLES = ("pd_ae", "pd_sae")
 _REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
@@ -102,3 +102,40 @@ def _print_aggregate(bundle: str, rows, splits: int) -> None:
               f"{fmt(r.get('nested_gmean_mean'), r.get('nested_gmean_sd')):<15} {best}")
 
 
+
+
+def compare_experiments(runs, out: str | Path = "outputs/experiments/compare") -> dict:
+    """Put experiments of several models (e.g. pd_ae and pd_sae folders of :func:`run_pd_experiment`) side by
+    side per ROI: one table (``split_aggregates.csv/json``) and a paper Fig. 4 style figure, mean +- sd over
+    each model's splits."""
+    if isinstance(runs, (str, Path)):
+        runs = [r for r in str(runs).split(",") if r]
+    rows = []
+    for run in runs:
+        path = Path(run) / "split_aggregates.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found; run `python -m common experiment pd --out {run}` first")
+        rows.extend(json.loads(path.read_text())["rows"])
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    if len(models) < 2:
+        raise ValueError(f"need experiments of at least two models to compare, got {models}")
+    out = Path(out)
+    paths = {metric: write_split_aggregates(rows, out, metric=metric) for metric in ("paper_gmean", "nested_gmean", "auc")}
+    _print_comparison(rows, models)
+    return {"models": models, "rows": rows, "paths": paths}
+
+
+def _print_comparison(rows, models) -> None:
+    def cell(r, metric):
+        if r is None or r.get(f"{metric}_mean") is None:
+            return "n/a"
+        sd = r.get(f"{metric}_sd")
+        return f"{r[f'{metric}_mean']:.3f}" + (f"+-{sd:.3f}" if sd is not None else "")
+
+    by = {(r["model"], r["roi"]): r for r in rows}
+    rois = list(dict.fromkeys(r["roi"] for r in rows))
+    metrics = ("auc", "paper_gmean", "nested_gmean")
+    print("\nper ROI, mean +- sd over splits: " + " | ".join(f"{m}: {', '.join(models)}" for m in metrics))
+    print(f"{'ROI':<18}" + "".join(f"{m + ' ' + model:>26}" for m in metrics for model in models))
+    for roi in rois:
+        print(f"{roi:<18}" + "".join(f"{cell(by.get((model, roi)), m):>26}" for m in metrics for model in models))
