@@ -10,7 +10,7 @@ from typing import Any
 
 from common.errors import InputDataError
 
-__all__ = ["read_json", "write_json_atomic", "format_problems"]
+__all__ = ["format_problems", "read_json", "write_json_atomic", "write_text_atomic"]
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -37,12 +37,19 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     0o666 & ~umask permissions, unlike ``tempfile.mkstemp`` (0o600), so shared datasets stay readable.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    return write_text_atomic(path, text)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write via a temporary sibling and ``os.replace``: readers never see a half-written file, and an
+    interrupted write leaves the old file (or nothing) behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())

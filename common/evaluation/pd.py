@@ -18,14 +18,13 @@ import io
 import logging
 import math
 import os
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from common.atlases import Atlas, load_atlas
-from common.data._jsonio import write_json_atomic
+from common.data._jsonio import write_json_atomic, write_text_atomic
 from common.data.slab import analysed_slab
 from common.metrics.classification import roc_summary
 
@@ -413,29 +412,13 @@ def _jsonable(obj):
     return obj
 
 
-def _write_text_atomic(path: Path, text: str) -> Path:
-    """Write via a temporary sibling and ``os.replace``: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     for row in rows:
         writer.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in _jsonable(list(row))])
-    return _write_text_atomic(path, buf.getvalue())
+    return write_text_atomic(path, buf.getvalue())
 
 
 # ----------------------------------------------------------------------------------------- the pipeline
