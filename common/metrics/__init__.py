@@ -6,5 +6,7 @@ from common.metrics.classification import (
     loo_gmean,
     roc_summary,
 )
+from common.metrics.image import mae, mse, psnr, ssim, ssim_map
 
-__all__ = ["bootstrap_auc_ci", "gmean_operating_point", "loo_gmean", "roc_summary"]
+__all__ = ["bootstrap_auc_ci", "gmean_operating_point", "loo_gmean", "mae", "mse", "psnr", "roc_summary", "ssim",
+           "ssim_map"]
