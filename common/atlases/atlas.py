@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,9 +17,7 @@ from common.atlases.build import TISSUES, atlas_inputs, build_atlas
 from common.cache import build_atomically, cache_root, manifest_is_current
 from common.grids import Grid, get_grid
 
-__all__ = ["Atlas", "load_atlas", "atlas_folder"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["Atlas", "atlas_folder", "load_atlas"]
 
 
 def atlas_folder(grid: str | Grid) -> Path:

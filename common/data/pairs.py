@@ -29,13 +29,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
-from tqdm.auto import tqdm
 
 from common.data.slab import analysed_slab
 
@@ -193,19 +191,13 @@ class SiamesePairSampler(IterableDataset):
             for i in range(n):
                 store(i, volumes[i])
         else:
-            from common.transforms.io import LoadValidatedImage
+            from common.data.volumes import load_subject_volumes
+            from common.grids import get_grid
 
-            loader = LoadValidatedImage(grid, modalities)
-            if tuple(loader.grid.shape) != self.grid_shape:
-                raise ValueError(f"mask shape {self.grid_shape} differs from grid {loader.grid.name} "
-                                 f"{loader.grid.shape}")
-
-            def load(i: int) -> None:
-                store(i, loader(self.subjects[i]["image"]).as_tensor().numpy())  # (C, X, Y, Z), validated
-
-            with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
-                list(tqdm(pool.map(load, range(n)), total=n, desc="loading volumes", unit="subject",
-                          disable=not progress))
+            if tuple(get_grid(grid).shape) != self.grid_shape:
+                raise ValueError(f"mask shape {self.grid_shape} differs from grid {get_grid(grid).name} "
+                                 f"{get_grid(grid).shape}")
+            load_subject_volumes(self.subjects, grid, modalities, store, num_threads, progress)
 
         # ---- the gather: corner offsets and the strided view of all patches ---------------------------
         st = np.array(self._store.strides, dtype=np.int64) // self._store.itemsize

@@ -7,16 +7,14 @@ kept, as one contiguous (N * S, C, X, Y) tensor, so an epoch never touches a fil
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from common.atlases import load_atlas
 from common.data.slab import analysed_slab
+from common.data.volumes import load_subject_volumes
 from common.grids import get_grid
-from common.transforms.io import LoadValidatedImage
 
 __all__ = ["AxialSliceDataset"]
 
@@ -41,15 +39,10 @@ class AxialSliceDataset(Dataset):
             raise ValueError("AxialSliceDataset needs at least one subject")
         self.grid = get_grid(grid)
         self.slab = analysed_slab(load_atlas(self.grid).brain, n_slices)
-        loader = LoadValidatedImage(self.grid, list(modalities))
+        def slab_slices(_: int, volume) -> torch.Tensor:  # (C, X, Y, Z) -> (S, C, X, Y)
+            return torch.from_numpy(volume[..., self.slab]).permute(3, 0, 1, 2).contiguous()
 
-        def slab_slices(subject: dict) -> torch.Tensor:
-            volume = loader(subject["image"]).as_tensor()  # (C, X, Y, Z), validated
-            return volume[..., self.slab].permute(3, 0, 1, 2).contiguous()  # (S, C, X, Y)
-
-        with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
-            chunks = list(tqdm(pool.map(slab_slices, subjects), total=len(subjects), desc="loading volumes",
-                               unit="subject", disable=not progress))
+        chunks = load_subject_volumes(subjects, self.grid, modalities, slab_slices, num_threads, progress)
         self.slices = torch.cat(chunks)
         n = self.slab.stop - self.slab.start
         self.ids = [s["id"] for s in subjects for _ in range(n)]
