@@ -95,7 +95,7 @@ def run_demo(out: str = "outputs/demo", seed: int = 0, pd_controls: int = 20, pd
         _step("AE vs SAE per ROI (paper Fig. 4)")
         comparison = compare_experiments([out / "experiments" / "pd_ae", out / "experiments" / "pd_sae"],
                                          out / "experiments" / "compare")
-        summary["ae_vs_sae_figure"] = comparison["paths"]["paper_gmean"]["figure"]
+        summary["ae_vs_sae_figure"] = comparison["paths"]["figure"]
 
     _step("figure")
     figure = plot_cohort_overview(datasets["pd"], atlases["spm1p5"], datasets["pet"], atlases["clinicadl2"],

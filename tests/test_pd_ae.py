@@ -53,6 +53,17 @@ def test_joint_error_map_matches_numpy():
     np.testing.assert_allclose(ReconstructionError()(x, xhat).numpy(), expected, rtol=1e-6)
 
 
+def test_signed_difference_keeps_channels_and_meta():
+    from monai.data import MetaTensor
+
+    affine = torch.diag(torch.tensor([1.5, 1.5, 1.5, 1.0], dtype=torch.float64))
+    x = MetaTensor(torch.rand(2, 5, 6, 7), affine=affine)
+    xhat = torch.rand(2, 5, 6, 7)
+    diff = ReconstructionError(signed=True)(x, xhat)
+    np.testing.assert_allclose(diff.numpy(), xhat.numpy() - x.numpy(), rtol=1e-6)
+    assert isinstance(diff, MetaTensor) and torch.equal(diff.affine, affine)
+
+
 def test_slice_inferer_runs_the_network_on_axial_slices():
     """spatial_dim=2 of a (B, C, X, Y, Z) volume is the axial axis of our RAS grids."""
     net = SpatialAE2d(channels=(4, 8)).eval()

@@ -11,6 +11,7 @@ errors that the planted white-matter changes do not exceed. The floor below is w
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,3 +53,23 @@ def test_experiment_resumes_finished_splits(tmp_path, monkeypatch):
     monkeypatch.setattr(experiment, "_run_workflow", lambda *args, **kwargs: calls.append(args))
     summary = experiment.run_pd_experiment("pd_ae", dataset_dir="unused", out=tmp_path, splits=1)
     assert calls == [] and summary["rows"][0]["auc_mean"] == pytest.approx(0.7)
+
+
+def test_compare_puts_models_side_by_side(tmp_path, capsys):
+    from common.evaluation.experiment import compare_experiments
+    from common.evaluation.pd import aggregate_splits, write_split_aggregates
+
+    for model, auc in (("pd_ae", (0.6, 0.8)), ("pd_sae", (0.7, 0.7))):
+        results = [{"model": model, "split": i, "rois": [{"roi": "whole_brain", "auc": a, "paper_gmean": a,
+                                                          "nested_gmean": a - 0.1, "n_voxels": 10}]}
+                   for i, a in enumerate(auc)]
+        write_split_aggregates(aggregate_splits(results), tmp_path / model, figure=False)
+    summary = compare_experiments(f"{tmp_path / 'pd_ae'},{tmp_path / 'pd_sae'}", tmp_path / "compare")
+    rows = {r["model"]: r for r in summary["rows"]}
+    assert rows["pd_ae"]["auc_mean"] == pytest.approx(0.7) and rows["pd_ae"]["auc_sd"] == pytest.approx(np.std([0.6, 0.8], ddof=1))
+    assert rows["pd_sae"]["auc_mean"] == pytest.approx(0.7) and rows["pd_sae"]["auc_sd"] == pytest.approx(0.0)
+    for key in ("csv", "json", "figure", "figure_nested_gmean", "figure_auc"):
+        assert Path(summary["paths"][key]).is_file(), key
+    assert "0.700+-0.141" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="two models"):
+        compare_experiments(str(tmp_path / "pd_ae"), tmp_path / "again")

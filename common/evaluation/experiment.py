@@ -119,8 +119,13 @@ def compare_experiments(runs, out: str | Path = "outputs/experiments/compare") -
     models = list(dict.fromkeys(r["model"] for r in rows))
     if len(models) < 2:
         raise ValueError(f"need experiments of at least two models to compare, got {models}")
+    from common.visualize.pd import plot_model_comparison
+
     out = Path(out)
-    paths = {metric: write_split_aggregates(rows, out, metric=metric) for metric in ("paper_gmean", "nested_gmean", "auc")}
+    paths = write_split_aggregates(rows, out, metric="paper_gmean")  # the table, and Fig. 4 of the paper's g-mean
+    for metric in ("nested_gmean", "auc"):
+        paths[f"figure_{metric}"] = str(plot_model_comparison(rows, out / "figures" / f"model_comparison_{metric}.png",
+                                                              metric=metric))
     _print_comparison(rows, models)
     return {"models": models, "rows": rows, "paths": paths}
 
