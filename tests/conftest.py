@@ -96,3 +96,14 @@ def make_cohort(tmp_path, tiny_grid):
         return path
 
     return make
+
+
+def bundle_workflow(bundle: str, configs, workflow_type: str, **overrides):
+    """A MONAI ``ConfigWorkflow`` of ``bundles/<bundle>`` from one config or a list merged in order, with the
+    bundle's metadata and logging files, as ``python -m monai.bundle run`` builds it."""
+    from monai.bundle import ConfigWorkflow
+
+    folder = Path(__file__).resolve().parents[1] / "bundles" / bundle / "configs"
+    files = [str(folder / c) for c in ([configs] if isinstance(configs, str) else configs)]
+    return ConfigWorkflow(config_file=files, workflow_type=workflow_type, meta_file=str(folder / "metadata.json"),
+                          logging_file=str(folder / "logging.conf"), **overrides)

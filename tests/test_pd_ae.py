@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow
+from conftest import bundle_workflow
 from monai.inferers import SliceInferer
 
 from common.data.synthetic import PDCohortConfig, make_pd_cohort
 from common.networks import SpatialAE2d
 from common.transforms import ReconstructionError
-
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "pd_ae"
 
 
 def test_layer_shapes_121x145_to_4x5_and_back():
@@ -83,9 +80,7 @@ def tiny_pd(tmp_path_factory):
 def test_one_epoch_training_evaluation_and_inference_through_configworkflow(tiny_pd, tmp_path):
     overrides = {"dataset_dir": str(tiny_pd), "bundle_root": str(tmp_path), "n_val": 1, "epochs": 1,
                  "batch_size": 8, "n_slices": 4, "progress": False}
-    train = ConfigWorkflow(config_file=str(BUNDLE / "configs" / "train.json"), workflow_type="train",
-                           meta_file=str(BUNDLE / "configs" / "metadata.json"), logging_file=str(BUNDLE / "configs" / "logging.conf"),
-                           **overrides)
+    train = bundle_workflow("pd_ae", "train.json", "train", **overrides)
     train.initialize()
     assert train.check_properties() == []
     # the training loss reaches the logs with decollate off (the output is one dict, not a list of items)
@@ -98,9 +93,8 @@ def test_one_epoch_training_evaluation_and_inference_through_configworkflow(tiny
     assert summary["epochs"] == 1 and summary["best_val_epoch"] == 1
     assert (tmp_path / "models" / "model.pt").is_file()
 
-    evaluate = ConfigWorkflow(config_file=[str(BUNDLE / "configs" / "train.json"), str(BUNDLE / "configs" / "evaluate.json")],
-                              workflow_type="infer", meta_file=str(BUNDLE / "configs" / "metadata.json"),
-                              logging_file=str(BUNDLE / "configs" / "logging.conf"), n_bootstrap=50, num_workers=0, **overrides)
+    evaluate = bundle_workflow("pd_ae", ["train.json", "evaluate.json"], "infer", n_bootstrap=50, num_workers=0,
+                               **overrides)
     evaluate.initialize()
     assert evaluate.check_properties() == []
     evaluate.run()
@@ -112,9 +106,8 @@ def test_one_epoch_training_evaluation_and_inference_through_configworkflow(tiny
     for figure in ("roc_curves", "gmean_bars", "percent_abnormal_heatmap", "reconstruction_showcase"):
         assert (tmp_path / "eval" / "split_0" / "figures" / f"{figure}.png").is_file()
 
-    infer = ConfigWorkflow(config_file=str(BUNDLE / "configs" / "inference.json"), workflow_type="infer",
-                           meta_file=str(BUNDLE / "configs" / "metadata.json"), logging_file=str(BUNDLE / "configs" / "logging.conf"),
-                           dataset_dir=str(tiny_pd), bundle_root=str(tmp_path), subject_ids=["sub-0001", "sub-0007"], num_workers=0)
+    infer = bundle_workflow("pd_ae", "inference.json", "infer", dataset_dir=str(tiny_pd), bundle_root=str(tmp_path),
+                            subject_ids=["sub-0001", "sub-0007"], num_workers=0)
     infer.initialize()
     assert infer.check_properties() == []
     infer.run()
@@ -133,9 +126,7 @@ def test_one_epoch_training_evaluation_and_inference_through_configworkflow(tiny
 
 
 def test_inference_without_weights_fails_before_work(tiny_pd, tmp_path):
-    infer = ConfigWorkflow(config_file=str(BUNDLE / "configs" / "inference.json"), workflow_type="infer",
-                           meta_file=str(BUNDLE / "configs" / "metadata.json"), logging_file=str(BUNDLE / "configs" / "logging.conf"),
-                           dataset_dir=str(tiny_pd), bundle_root=str(tmp_path))
+    infer = bundle_workflow("pd_ae", "inference.json", "infer", dataset_dir=str(tiny_pd), bundle_root=str(tmp_path))
     with pytest.raises(RuntimeError) as err:  # MONAI wraps errors of config expressions
         infer.initialize()
     causes = []

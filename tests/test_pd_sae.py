@@ -111,20 +111,15 @@ def test_torchscript_of_both_networks():
 # ---- the bundle ------------------------------------------------------------------------------------------
 
 import json
-from pathlib import Path
 
 import nibabel as nib
-from monai.bundle import ConfigWorkflow
+from conftest import bundle_workflow
 
 from common.data.synthetic import PDCohortConfig, make_pd_cohort
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "pd_sae"
-
 
 def workflow(config, workflow_type, **overrides):
-    files = [str(BUNDLE / "configs" / c) for c in ([config] if isinstance(config, str) else config)]
-    return ConfigWorkflow(config_file=files, workflow_type=workflow_type, meta_file=str(BUNDLE / "configs" / "metadata.json"),
-                          logging_file=str(BUNDLE / "configs" / "logging.conf"), **overrides)
+    return bundle_workflow("pd_sae", config, workflow_type, **overrides)
 
 
 @pytest.fixture(scope="module")
