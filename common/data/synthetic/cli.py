@@ -23,11 +23,13 @@ class SynthCommands:
     """Write a synthetic cohort (deterministic for a seed); an existing identical cohort is reused."""
 
     def pd(self, out: str = "outputs/cohorts/pd", n_controls: int = 20, n_patients: int = 20, seed: int = 0,
-           effect_size: float = 0.05, paper_size: bool = False, overwrite: bool = False, progress: bool = True):
-        """PD DTI cohort (FA, MD on the 1.5 mm grid). --paper_size gives the paper's 56 controls / 129 patients."""
+           effect_size: float = 0.05, heterogeneity: float = 0.0, paper_size: bool = False, overwrite: bool = False,
+           progress: bool = True):
+        """PD DTI cohort (FA, MD on the 1.5 mm grid). --paper_size gives the paper's 56 controls / 129 patients;
+        --heterogeneity H makes patients' changes patchy at the voxel scale (0: smooth)."""
         from common.data.synthetic.pd import PDCohortConfig, make_pd_cohort
 
-        kwargs = {"seed": seed, "effect_size": effect_size}
+        kwargs = {"seed": seed, "effect_size": effect_size, "heterogeneity": heterogeneity}
         cfg = PDCohortConfig.paper_size(**kwargs) if paper_size else PDCohortConfig(n_controls, n_patients, **kwargs)
         folder, seconds = make_pd_cohort(out, cfg, progress=progress, overwrite=overwrite)
         _summary(folder, seconds)

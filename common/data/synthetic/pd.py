@@ -11,6 +11,11 @@ Patients also carry spatially structured changes: FA decreased and MD increased 
 fraction (``effect_size`` x U(0.5, 1.5), default 5 %) in white-matter blobs of varying number and size and
 in a random subset of SN, putamen, GPi and STN (one or both sides). The change map (fraction, in [0, 1]) is
 saved as the subject's ground-truth ``anomaly`` map.
+With ``heterogeneity`` h > 0 the change is also patchy at the voxel scale: it is multiplied by
+max(0, 1 + h * f), f a unit-variance random field with ~1.5 mm correlation (foci of free-water increase
+and fibre loss rather than a uniform shift). Its mean stays about the same, but it changes the local
+texture, which a position-agnostic patch model (pd_sae) can notice and a smooth change cannot give it.
+Controls do not depend on h (patients' changes use their own random stream).
 
 Scaling to [0, 1] as the PD paper does: FA is dimensionless in [0, 1] and kept; MD is divided by
 ``MD_MAX_MM2_PER_S`` (3.5e-3 mm^2/s, just above free water at body temperature, 3.0e-3) and clipped.
@@ -66,6 +71,7 @@ class PDCohortConfig:
     deformation_mm: float = 1.5
     noise_sd: float = 0.05
     smoothing_vox: float = 0.6
+    heterogeneity: float = 0.0
 
     @classmethod
     def paper_size(cls, **overrides) -> PDCohortConfig:
@@ -130,6 +136,13 @@ def _effect_map(t: PDTemplate, rng: np.random.Generator, severity: float) -> tup
     return severity * effect, {"wm_blobs": n_blobs, "nuclei": affected}
 
 
+def _patchiness(rng: np.random.Generator, shape: tuple[int, ...], heterogeneity: float) -> np.ndarray:
+    """Multiplicative field max(0, 1 + h * f), f smoothed white noise (sigma 1 voxel) rescaled to unit sd."""
+    field = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), 1.0)
+    field /= field.std()
+    return np.maximum(0.0, 1.0 + np.float32(heterogeneity) * field)
+
+
 def render_pd_subject(t: PDTemplate, cfg: PDCohortConfig, subject: SubjectSpec) -> dict[str, np.ndarray | dict]:
     """FA, MD (scaled) and, for patients, the change map of one subject, in subject space."""
     rng = subject_rng(cfg.seed, subject.index)
@@ -144,6 +157,8 @@ def render_pd_subject(t: PDTemplate, cfg: PDCohortConfig, subject: SubjectSpec) 
         disease_rng = subject_rng(cfg.seed, subject.index, DISEASE_STREAM)
         severity = cfg.effect_size * disease_rng.uniform(0.5, 1.5)
         effect, info = _effect_map(t, disease_rng, severity)
+        if cfg.heterogeneity > 0:
+            effect = effect * _patchiness(disease_rng, effect.shape, cfg.heterogeneity)
         info["severity"] = round(float(severity), 4)
         fa, md = fa * (1 - effect), md * (1 + effect)
     else:
