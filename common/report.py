@@ -1,0 +1,116 @@
+"""One self-contained HTML page of results: sections of text, tables (from CSV files or rows) and figures.
+
+Figures are embedded as base64 PNG, so the page can be mailed or attached to a lab notebook as one file and
+still shows everything; tables are rendered from the CSV files the evaluations write (the same numbers,
+not a second computation). The demo builds its report with :func:`write_html_report`.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime
+import html
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from common.data._jsonio import write_text_atomic
+
+__all__ = ["ReportSection", "read_csv_rows", "write_html_report"]
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto; max-width: 1200px;
+       color: #222; line-height: 1.45; padding: 0 1em; }
+h1 { border-bottom: 2px solid #446; padding-bottom: .3em; }
+h2 { margin-top: 2em; border-bottom: 1px solid #ccd; padding-bottom: .2em; }
+table { border-collapse: collapse; margin: .8em 0 1.4em; font-size: 0.86em; }
+th, td { border: 1px solid #ccd; padding: .25em .6em; text-align: right; }
+th { background: #eef; } td:first-child, th:first-child { text-align: left; }
+caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: .3em; }
+figure { margin: 1em 0 2em; } figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: .9em; color: #555; }
+nav a { margin-right: 1em; } .meta { color: #666; font-size: .9em; }
+"""
+
+
+@dataclass
+class ReportSection:
+    """One section: paragraphs of text, tables as (caption, rows) and figures as (caption, PNG path)."""
+
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    tables: list[tuple[str, list[Mapping]]] = field(default_factory=list)
+    figures: list[tuple[str, str | os.PathLike]] = field(default_factory=list)
+
+
+def read_csv_rows(path: str | os.PathLike, columns: Sequence[str] | None = None,
+                  where: Mapping[str, str] | None = None) -> list[dict]:
+    """Rows of a CSV file, optionally only ``columns`` and the rows matching ``where`` (string equality)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if where:
+        rows = [r for r in rows if all(r.get(k) == v for k, v in where.items())]
+    if columns:
+        missing = [c for c in columns if rows and c not in rows[0]]
+        if missing:
+            raise ValueError(f"{path}: no column(s) {', '.join(missing)}")
+        rows = [{c: r[c] for c in columns} for r in rows]
+    return rows
+
+
+def _cell(value, digits: int) -> str:
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return html.escape(value)
+        if value.strip().lstrip("-").isdigit():
+            return value
+        value = number
+    if isinstance(value, float):
+        if value != value:
+            return ""
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}".rstrip("0").rstrip(".")
+    return html.escape(str(value))
+
+
+def _table(caption: str, rows: list[Mapping], digits: int) -> str:
+    if not rows:
+        return f"<p><em>{html.escape(caption)}: no rows.</em></p>"
+    header = list(rows[0])
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(r.get(h, ''), digits)}</td>" for h in header) + "</tr>" for r in rows)
+    return f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _figure(caption: str, path: str | os.PathLike) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(caption)} <span class='meta'>({html.escape(Path(path).name)})</span>"
+            "</figcaption></figure>")
+
+
+def write_html_report(path: str | os.PathLike, title: str, sections: Iterable[ReportSection],
+                      intro: str = "", digits: int = 3) -> Path:
+    """Write the page atomically; every figure must exist (checked before anything is written)."""
+    sections = list(sections)
+    missing = [str(p) for s in sections for _, p in s.figures if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"report {path}: figure(s) not found: {', '.join(missing)}")
+    anchors = [f"s{i}" for i in range(len(sections))]
+    nav = " ".join(f'<a href="#{a}">{html.escape(s.title)}</a>' for a, s in zip(anchors, sections))
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+             f"<p class='meta'>written {datetime.datetime.now().isoformat(timespec='seconds')}</p>"]
+    if intro:
+        parts.append(f"<p>{html.escape(intro)}</p>")
+    parts.append(f"<nav>{nav}</nav>")
+    for anchor, section in zip(anchors, sections):
+        parts.append(f"<h2 id='{anchor}'>{html.escape(section.title)}</h2>")
+        parts += [f"<p>{html.escape(p)}</p>" for p in section.paragraphs]
+        parts += [_table(caption, rows, digits) for caption, rows in section.tables]
+        parts += [_figure(caption, p) for caption, p in section.figures]
+    parts.append("</body></html>")
+    return write_text_atomic(Path(path), "\n".join(parts))
