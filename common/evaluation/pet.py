@@ -1,0 +1,656 @@
+"""Simulation-based evaluation of anomaly detection on FDG PET (AD paper sections 2.2 and 3; DESIGN.md 4.2).
+
+The healthy test images are loaded once (validated). Hypometabolism is simulated in memory,
+``x' = x * (1 - d/100 * G_sigma(M))``, with each smoothed mask ``G_sigma(M)`` computed once for all subjects.
+Every input is min-max normalised with ITS HEALTHY image's min and max (a simulated image normalised on its
+own would change scale whenever the maximum lies in the mask) and reconstructed in batches under
+``torch.no_grad``. Four analyses:
+
+(a) degree sweep in one mask (paper Fig. 1): per subject and degree, MSE(input, reconstruction) normalised by
+    the mean MSE on the healthy inputs; a t-test of each degree against the healthy inputs with a Bonferroni
+    correction over the degrees tested; the first significant degree; the effective reduction in the mask.
+(b) six dementias at one degree (paper Table 1): MSE, MAE, PSNR, SSIM between the healthy original and the
+    reconstruction of the simulated image, whole image / inside the mask / brain outside it (``brain & ~mask``),
+    SSIM between the reconstructions of the healthy and the simulated image, and healthiness.
+(c) test controls vs patients (paper Table 2): MSE, MAE, PSNR, SSIM between input and reconstruction.
+(d) beyond the paper: voxel-level AUROC and average precision of the anomaly map ``|input - reconstruction|``
+    against the binary simulated mask, over brain voxels.
+
+Healthiness (Hassanaly et al., MELBA 2024) is the mean uptake inside the mask over the mean uptake in the rest
+of the brain, computed in SUVR (reconstructions mapped back with the healthy image's min and max).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+from sklearn.metrics import average_precision_score, roc_auc_score
+from tqdm.auto import tqdm
+
+from common.data._jsonio import write_json_atomic
+from common.errors import InputDataError
+from common.evaluation.pd import _jsonable, _write_csv
+from common.grids import get_grid
+from common.metrics.image import SSIM_SIGMA, SSIM_TRUNCATE, mae, mse, psnr, ssim_map
+from common.transforms.hypometabolism import DEMENTIA_PATTERNS, smoothed_mask
+
+__all__ = [
+    "DEFAULT_DEGREES",
+    "REGIONS",
+    "T_TESTS",
+    "degree_statistics",
+    "group_statistics",
+    "healthiness",
+    "effective_reduction",
+    "ssim_by_region",
+    "voxel_detection",
+    "run_pet_evaluation",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Degrees of hypometabolism of the paper's sweep (%, 0 = the healthy image): 9 comparisons.
+DEFAULT_DEGREES = (0, 5, 10, 15, 20, 25, 30, 40, 50, 70)
+#: Where the dementia metrics are computed: whole image, inside the mask, brain outside the mask.
+REGIONS = ("image", "mask", "outside")
+#: t-tests of a degree against the healthy inputs. Paired by default: the same subjects are reconstructed at
+#: every degree, so the between-subject spread of the baseline error cancels out.
+T_TESTS = ("paired", "welch")
+_IMAGE_METRICS = ("mse", "mae", "psnr", "ssim")
+
+
+# ------------------------------------------------------------------------------------------------ building blocks
+
+
+def healthiness(image: np.ndarray, mask: np.ndarray, brain: np.ndarray) -> float:
+    """Mean uptake inside ``mask`` over mean uptake in the rest of the brain (``brain & ~mask``).
+
+    A healthy pattern gives the population's usual ratio; hypometabolism in the mask lowers it.
+    """
+    mask, brain = np.asarray(mask, bool), np.asarray(brain, bool)
+    inside, rest = mask & brain, brain & ~mask
+    if not inside.any() or not rest.any():
+        raise ValueError("healthiness needs brain voxels both inside and outside the mask")
+    return float(np.mean(image[inside], dtype=np.float64) / np.mean(image[rest], dtype=np.float64))
+
+
+def effective_reduction(healthy: np.ndarray, simulated: np.ndarray, mask: np.ndarray) -> float:
+    """Measured fractional loss of mean uptake inside ``mask``: ``1 - mean(x'[M]) / mean(x[M])``.
+
+    The smoothing of the mask makes it lower than the nominal degree (about 21 % for a nominal 30 % in the AD
+    mask): the simulation's real severity.
+    """
+    mask = np.asarray(mask, bool)
+    return float(1.0 - np.mean(simulated[mask], dtype=np.float64) / np.mean(healthy[mask], dtype=np.float64))
+
+
+def ssim_by_region(local: np.ndarray, regions: Mapping[str, np.ndarray | None]) -> dict[str, float]:
+    """Mean of an SSIM map per region, by the conventions of :func:`common.metrics.image.ssim`: a region of
+    None is the whole volume without a border of the window radius; a mask averages the map over its voxels.
+    One SSIM map serves all regions (the map is the costly part)."""
+    out = {}
+    for name, region in regions.items():
+        if region is None:
+            pad = int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5)
+            out[name] = float(local[tuple(slice(pad, -pad) for _ in local.shape)].mean())
+        else:
+            out[name] = float(local[region].mean())
+    return out
+
+
+def voxel_detection(anomaly: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """AUROC and average precision of voxel scores ``anomaly`` against binary ``labels`` (sklearn).
+
+    Tied scores count half in the AUROC, so a constant map gives exactly 0.5 (and AP = prevalence).
+    """
+    labels = np.asarray(labels, bool)
+    if labels.all() or not labels.any():
+        return float("nan"), float("nan")
+    return float(roc_auc_score(labels, anomaly)), float(average_precision_score(labels, anomaly))
+
+
+def _bonferroni(p: float, m: int) -> float:
+    return float(min(1.0, p * m)) if np.isfinite(p) else float("nan")
+
+
+def degree_statistics(mse_by_degree: np.ndarray, degrees: Sequence[float], test: str = "paired",
+                      alpha: float = 0.05) -> tuple[list[dict], float | None]:
+    """Per degree > 0, the t-test of its MSE against the healthy inputs' (``degrees[0]`` must be 0).
+
+    ``mse_by_degree``: (subjects, degrees). Two-sided tests (scipy ``ttest_rel`` for ``paired``, ``ttest_ind``
+    with ``equal_var=False`` for ``welch``); Bonferroni over the ``len(degrees) - 1`` comparisons, capped at 1.
+    Returns the rows and the first degree whose corrected p-value is below ``alpha`` with a higher mean MSE
+    than the healthy inputs (None when no degree is).
+    """
+    if test not in T_TESTS:
+        raise ValueError(f"test must be one of {T_TESTS}, got {test!r}")
+    values = np.asarray(mse_by_degree, np.float64)
+    if values.ndim != 2 or values.shape[1] != len(degrees) or float(degrees[0]) != 0.0:
+        raise ValueError("mse_by_degree must be (subjects, degrees) with degrees[0] == 0 (the healthy inputs)")
+    m = len(degrees) - 1
+    healthy = values[:, 0]
+    baseline = healthy.mean()
+    rows, first = [], None
+    for j in range(len(degrees)):
+        row = {"degree": float(degrees[j]), "n": int(values.shape[0]), "mse_mean": float(values[:, j].mean()),
+               "mse_sd": float(values[:, j].std(ddof=1)) if values.shape[0] > 1 else float("nan"),
+               "mse_normalised_mean": float(values[:, j].mean() / baseline) if baseline > 0 else float("nan"),
+               "mse_normalised_sd": (float(values[:, j].std(ddof=1) / baseline)
+                                     if baseline > 0 and values.shape[0] > 1 else float("nan")),
+               "t": float("nan"), "p": float("nan"), "p_bonferroni": float("nan"), "significant": False}
+        if j > 0:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                res = (stats.ttest_rel(values[:, j], healthy) if test == "paired"
+                       else stats.ttest_ind(values[:, j], healthy, equal_var=False))
+            row["t"], row["p"] = float(res.statistic), float(res.pvalue)
+            row["p_bonferroni"] = _bonferroni(row["p"], m)
+            row["significant"] = bool(np.isfinite(row["p_bonferroni"]) and row["p_bonferroni"] < alpha)
+            if first is None and row["significant"] and row["mse_mean"] > healthy.mean():
+                first = float(degrees[j])
+        rows.append(row)
+    return rows, first
+
+
+def group_statistics(values: Mapping[str, np.ndarray], groups: np.ndarray) -> dict:
+    """Per metric: mean and sd (ddof 1) of controls and patients, and Welch's two-sided t-test between them
+    (independent groups of unequal size and variance)."""
+    groups = np.asarray(groups)
+    out = {}
+    for metric, v in values.items():
+        v = np.asarray(v, np.float64)
+        entry = {}
+        for g in ("control", "patient"):
+            sel = v[groups == g]
+            entry[g] = {"n": int(sel.size), "mean": float(sel.mean()) if sel.size else float("nan"),
+                        "sd": float(sel.std(ddof=1)) if sel.size > 1 else float("nan")}
+        a, b = v[groups == "control"], v[groups == "patient"]
+        if a.size > 1 and b.size > 1:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                res = stats.ttest_ind(b, a, equal_var=False)
+            entry["welch_t"], entry["p"] = float(res.statistic), float(res.pvalue)
+        else:
+            entry["welch_t"], entry["p"] = float("nan"), float("nan")
+        out[metric] = entry
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ the pipeline
+
+
+@dataclass(frozen=True)
+class _Condition:
+    """One input variant of a test subject: the healthy image, or a mask at a degree."""
+
+    mask: str | None
+    degree: float
+
+    @property
+    def healthy(self) -> bool:
+        return self.mask is None
+
+
+_HEALTHY = _Condition(None, 0.0)
+
+
+class _Reconstructor:
+    """Batched, deterministic calls of the model: (B, X, Y, Z) numpy in, same-shape numpy out."""
+
+    def __init__(self, reconstruct: Callable, device):
+        if not callable(reconstruct):
+            raise TypeError(f"reconstruct must be a torch module or a callable, got {type(reconstruct).__name__}")
+        self.reconstruct = reconstruct
+        if device is None and isinstance(reconstruct, torch.nn.Module):
+            param = next(iter(reconstruct.parameters()), None)
+            device = param.device if param is not None else "cpu"
+        self.device = torch.device(device or "cpu")
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch[:, None]).to(self.device)
+        with torch.no_grad():
+            y = self.reconstruct(x)
+        if not isinstance(y, torch.Tensor):
+            raise TypeError(f"the model returned {type(y).__name__}; it must return one tensor, the reconstruction "
+                            "(wrap a VAE so that it returns the decoded mean)")
+        y = y.as_tensor() if hasattr(y, "as_tensor") else y
+        if tuple(y.shape) != tuple(x.shape):
+            raise ValueError(f"the model returned shape {tuple(y.shape)} for an input of shape {tuple(x.shape)}; "
+                             "a reconstruction must have the input's shape")
+        y = y[:, 0].detach().float().cpu().numpy()
+        if not np.isfinite(y).all():
+            raise ValueError("the model returned NaN/Inf values in a reconstruction")
+        return y
+
+
+def _check_subjects(subjects, what: str, allow_empty: bool = False) -> list[dict]:
+    subjects = list(subjects or [])
+    if not subjects and not allow_empty:
+        raise ValueError(f"{what} is empty: give at least one subject (dataset entries with 'id' and 'image')")
+    for k, s in enumerate(subjects):
+        if not isinstance(s, Mapping) or "id" not in s or "image" not in s:
+            raise ValueError(f"{what}[{k}] must be a dataset entry with 'id' and 'image', got {s!r:.80}")
+    ids = [str(s["id"]) for s in subjects]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise ValueError(f"{what} lists subject(s) more than once: {', '.join(repeated)}")
+    return subjects
+
+
+def _first_file(subject: Mapping) -> str:
+    image = subject["image"]
+    return str(image if isinstance(image, (str, os.PathLike)) else image[0])
+
+
+def _resolve_masks(names: Sequence[str], grid, masks: Mapping | None, brain: np.ndarray | None):
+    """Binary masks (AND brain) and the brain mask on the grid, from ``masks``/``brain`` or the grid's atlas."""
+    atlas = None
+    if masks is None or brain is None:
+        from common.atlases import load_atlas
+
+        atlas = load_atlas(grid)
+    if masks is None:
+        known = atlas.names("dementia") + [n for n in atlas.names() if n not in atlas.names("dementia")]
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"unknown mask name(s) {unknown}; the {grid.name} atlas has dementia masks "
+                             f"{atlas.names('dementia')} (and ROIs {atlas.names('macro')})")
+        masks = {n: atlas.mask(n) for n in names}
+    else:
+        unknown = [n for n in names if n not in masks]
+        if unknown:
+            raise ValueError(f"unknown mask name(s) {unknown}; masks given: {sorted(masks)}")
+    brain = np.asarray(atlas.brain if brain is None else brain, bool)
+    if brain.shape != grid.shape:
+        raise ValueError(f"the brain mask has shape {brain.shape}, the {grid.name} grid {grid.shape}")
+    out = {}
+    for n in names:
+        m = np.asarray(masks[n]).squeeze() > 0.5
+        if m.shape != grid.shape:
+            raise ValueError(f"mask {n!r} has shape {m.shape}, the {grid.name} grid {grid.shape}")
+        if not (m & brain).any():
+            raise ValueError(f"mask {n!r} has no voxel inside the brain")
+        if not (brain & ~m).any():
+            raise ValueError(f"mask {n!r} covers the whole brain: no 'outside' region to compare with")
+        out[n] = m & brain
+    return out, brain
+
+
+def _check_degrees(degrees, dementia_degree) -> tuple[float, ...]:
+    degrees = sorted({float(d) for d in degrees} | {0.0})  # the healthy inputs are always the reference
+    bad = [d for d in degrees if not 0.0 <= d <= 100.0]
+    if bad or not 0.0 < float(dementia_degree) <= 100.0:
+        raise ValueError(f"degrees must be percentages in [0, 100] and dementia_degree in (0, 100]; got {bad or ''} "
+                         f"{dementia_degree}")
+    if len(degrees) < 2:
+        raise ValueError("the sweep needs at least one degree > 0")
+    return tuple(degrees)
+
+
+def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], patients: Sequence[Mapping] = (),
+                       out_dir: str | os.PathLike = "pet_evaluation", grid: str = "clinicadl2",
+                       degrees: Sequence[float] = DEFAULT_DEGREES, sweep_mask: str = "ad",
+                       dementias: Sequence[str] = DEMENTIA_PATTERNS, dementia_degree: float = 30.0,
+                       sigma_mm: float = 5.0, batch_size: int = 4, device=None, progress: bool = True,
+                       seed: int = 0, *, test: str = "paired", alpha: float = 0.05, voxel_subsample: int | None = 50_000,
+                       masks: Mapping[str, np.ndarray] | None = None, brain: np.ndarray | None = None,
+                       modality: str = "PET", num_threads: int = 2, figures: bool = True, model_name: str = "ad_vae3d",
+                       split=None, verbose: bool = True) -> dict:
+    """The whole simulation-based evaluation of one model; writes its results under ``out_dir`` and returns them.
+
+    ``reconstruct``: a torch module or callable mapping a (B, 1, X, Y, Z) float tensor in [0, 1] to a same-shape
+    reconstruction (deterministic: a VAE decodes its mean). Modules are put in eval mode for the run.
+    ``test_subjects``: healthy test controls, ``patients``: real patients (may be empty), as dataset entries
+    (``id``, ``image``; e.g. from :func:`common.data.split_subjects`). Masks are the grid atlas's, by name,
+    unless ``masks`` (``{name: binary array}``) and ``brain`` are given (e.g. on another grid).
+
+    Options: ``test`` (``"paired"`` or ``"welch"``) and ``alpha`` of the degree sweep; ``voxel_subsample``: the
+    number of brain voxels (drawn once with ``seed``, the same for every image) scored in (d), None for all.
+
+    Writes ``sweep.csv``, ``sweep_stats.csv``, ``dementias.csv``, ``dementia_table.csv``, ``cn_vs_ad.csv``,
+    ``voxel_detection.csv``, ``summary.json`` and ``figures/*.png``, each atomically and only once everything is
+    computed: a failure leaves no partial results. Returns the summary plus ``rows`` (the CSVs' rows, unrounded).
+    """
+    t_start = time.perf_counter()
+    grid_ = get_grid(grid)
+    if test not in T_TESTS:
+        raise ValueError(f"test must be one of {T_TESTS}, got {test!r}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if voxel_subsample is not None and int(voxel_subsample) < 2:
+        raise ValueError(f"voxel_subsample must be None or >= 2, got {voxel_subsample}")
+    if float(sigma_mm) < 0:
+        raise ValueError(f"sigma_mm must be >= 0, got {sigma_mm}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputDataError(out_dir, "the output folder exists and is not a folder")
+    degrees = _check_degrees(degrees, dementia_degree)
+    dementia_degree = float(dementia_degree)
+    dementias = list(dict.fromkeys(dementias))
+    subjects = _check_subjects(test_subjects, "test_subjects")
+    patients = _check_subjects(patients, "patients", allow_empty=True)
+    shared = sorted({str(s["id"]) for s in subjects} & {str(p["id"]) for p in patients})
+    if shared:
+        raise ValueError(f"subject(s) both in test_subjects and patients: {', '.join(shared)}")
+    names = list(dict.fromkeys([sweep_mask, *dementias]))
+    regions, brain = _resolve_masks(names, grid_, masks, brain)
+    model = _Reconstructor(reconstruct, device)
+
+    # --- every volume is read (and validated) before any model call
+    from common.data.volumes import load_subject_volumes
+
+    t0 = time.perf_counter()
+    everyone = [*subjects, *patients]
+    volumes = load_subject_volumes(everyone, grid_, [modality], keep=lambda i, v: v[0],
+                                   num_threads=num_threads, progress=progress, desc="loading PET images")
+    ranges = []
+    for s, v in zip(everyone, volumes):
+        lo, hi = float(v.min()), float(v.max())
+        if not hi > lo:
+            raise InputDataError(_first_file(s), f"constant image (all voxels {lo:g}): it cannot be min-max normalised")
+        ranges.append((lo, hi))
+    t_load = time.perf_counter() - t0
+
+    # --- the conditions, and each smoothed mask once for all subjects
+    spacing = grid_.spacing
+    smoothed = {n: smoothed_mask(regions[n], sigma_mm, spacing) if sigma_mm > 0 else regions[n].astype(np.float32)
+                for n in names}
+    conditions = [_HEALTHY, *[_Condition(sweep_mask, d) for d in degrees if d > 0],
+                  *[_Condition(n, dementia_degree) for n in dementias]]
+    conditions.append(_Condition(sweep_mask, dementia_degree))  # the Fig. 2 example, if not in the sweep
+    conditions = list(dict.fromkeys(conditions))
+    factors = {c: (1.0 - np.float32(c.degree / 100.0) * smoothed[c.mask]).astype(np.float32)
+               for c in conditions if not c.healthy}
+    sweep_set = {_HEALTHY, *(_Condition(sweep_mask, d) for d in degrees if d > 0)}
+    dementia_set = {_Condition(n, dementia_degree) for n in dementias}
+    outside = {n: brain & ~regions[n] for n in names}
+
+    brain_idx = np.flatnonzero(brain)
+    rng = np.random.default_rng(seed)
+    if voxel_subsample is not None and brain_idx.size > int(voxel_subsample):
+        brain_idx = np.sort(rng.choice(brain_idx, int(voxel_subsample), replace=False))
+    voxel_labels = {n: regions[n].reshape(-1)[brain_idx] for n in names}
+
+    # --- jobs: per test subject the healthy image first (its reconstruction is needed by the dementia rows)
+    n_test = len(subjects)
+    jobs = [(s, c) for s in range(n_test) for c in conditions] + [(n_test + p, _HEALTHY) for p in range(len(patients))]
+    last_job = {s: k for k, (s, _) in enumerate(jobs)}
+    healthy_recon: dict[int, np.ndarray] = {}
+    showcase: dict[str, tuple] = {}
+    showcase_cn, showcase_ad = 0, (n_test if patients else None)
+    timings = {"reconstruction_s": {"sweep": 0.0, "dementias": 0.0, "patients": 0.0},
+               "metrics_s": {"sweep": 0.0, "dementias": 0.0, "patients": 0.0}}
+
+    def kind_of(s: int, c: _Condition) -> str:
+        return "patients" if s >= n_test else ("sweep" if c in sweep_set else "dementias")
+
+    def normalised(s: int, raw: np.ndarray) -> np.ndarray:
+        lo, hi = ranges[s]
+        return ((raw - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32, copy=False)
+
+    def suvr(s: int, img: np.ndarray) -> np.ndarray:
+        lo, hi = ranges[s]
+        return img * np.float32(hi - lo) + np.float32(lo)
+
+    def metrics(s: int, c: _Condition, xin: np.ndarray, r: np.ndarray, r0: np.ndarray | None) -> dict:
+        """All rows one reconstruction contributes to (runs in a worker thread)."""
+        started = time.perf_counter()
+        out: dict = {}
+        raw = volumes[s]
+        x = normalised(s, raw)
+        sid = str(everyone[s]["id"])
+        if s >= n_test or c.healthy:
+            local = ssim_map(xin, r)
+            out["cn_vs_ad"] = {"id": sid, "group": "patient" if s >= n_test else "control",
+                               "mse": mse(xin, r), "mae": mae(xin, r), "psnr": psnr(xin, r),
+                               "ssim": ssim_by_region(local, {"image": None})["image"]}
+        if s < n_test:
+            mask_name = c.mask or sweep_mask
+            m = regions[mask_name]
+            raw_in = raw if c.healthy else raw * factors[c]
+            r_suvr = suvr(s, r)
+            if c in sweep_set:
+                out["sweep"] = {"id": sid, "degree": c.degree, "mask": sweep_mask, "mse": mse(xin, r),
+                                "mse_healthy_vs_reconstruction": mse(x, r),
+                                "effective_reduction": effective_reduction(raw, raw_in, m),
+                                "healthiness_input": healthiness(raw_in, m, brain),
+                                "healthiness_reconstruction": healthiness(r_suvr, m, brain)}
+            if c in dementia_set:
+                where = {"image": None, "mask": m, "outside": outside[c.mask]}
+                row = {"id": sid, "dementia": c.mask, "degree": c.degree}
+                for region, sel in where.items():
+                    row[f"mse_{region}"] = mse(x, r, sel)
+                    row[f"mae_{region}"] = mae(x, r, sel)
+                    row[f"psnr_{region}"] = psnr(x, r, sel)
+                for region, v in ssim_by_region(ssim_map(x, r), where).items():
+                    row[f"ssim_{region}"] = v
+                for region, v in ssim_by_region(ssim_map(r0, r), where).items():
+                    row[f"ssim_reconstructions_{region}"] = v
+                row.update({"effective_reduction": effective_reduction(raw, raw_in, m),
+                            "healthiness_healthy_input": healthiness(raw, m, brain),
+                            "healthiness_simulated_input": healthiness(raw_in, m, brain),
+                            "healthiness_reconstruction": healthiness(r_suvr, m, brain),
+                            "healthiness_healthy_reconstruction": healthiness(suvr(s, r0), m, brain)})
+                out["dementia"] = row
+            anomaly = np.abs(xin - r).reshape(-1)[brain_idx]
+            auroc, ap = voxel_detection(anomaly, voxel_labels[mask_name])
+            out["voxel"] = {"id": sid, "mask": mask_name, "degree": c.degree, "auroc": auroc, "average_precision": ap,
+                            "prevalence": float(voxel_labels[mask_name].mean()), "n_voxels": int(brain_idx.size)}
+        out["_seconds"] = time.perf_counter() - started
+        return out
+
+    results: list[dict | None] = [None] * len(jobs)
+    was_training = isinstance(reconstruct, torch.nn.Module) and reconstruct.training
+    if isinstance(reconstruct, torch.nn.Module):
+        reconstruct.eval()
+    t0 = time.perf_counter()
+    try:
+        with torch.random.fork_rng(devices=[]), ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool, \
+                tqdm(total=len(jobs), desc="reconstructing", unit="image", disable=not progress) as bar:
+            torch.manual_seed(seed)
+            pending: list[tuple[int, str, Future]] = []
+            for start in range(0, len(jobs), int(batch_size)):
+                batch = jobs[start:start + int(batch_size)]
+                inputs = np.stack([normalised(s, volumes[s] if c.healthy else volumes[s] * factors[c])
+                                   for s, c in batch])
+                started = time.perf_counter()
+                recons = model(inputs)
+                per_item = (time.perf_counter() - started) / len(batch)
+                # metrics of the previous batch run while this one was reconstructed; collect them now
+                for k, kind, fut in pending:
+                    results[k] = fut.result()
+                    timings["metrics_s"][kind] += results[k].pop("_seconds")
+                pending = []
+                for j, (s, c) in enumerate(batch):
+                    k = start + j
+                    kind = kind_of(s, c)
+                    timings["reconstruction_s"][kind] += per_item
+                    if c.healthy and s < n_test:
+                        healthy_recon[s] = recons[j]
+                    if s == showcase_cn and c in (_HEALTHY, _Condition(sweep_mask, dementia_degree)):
+                        showcase["cn" if c.healthy else "simulated"] = (inputs[j], recons[j])
+                    if s == showcase_ad:
+                        showcase["patient"] = (inputs[j], recons[j])
+                    pending.append((k, kind, pool.submit(metrics, s, c, inputs[j], recons[j], healthy_recon.get(s))))
+                    if last_job[s] == k:
+                        healthy_recon.pop(s, None)
+                bar.update(len(batch))
+            for k, kind, fut in pending:
+                results[k] = fut.result()
+                timings["metrics_s"][kind] += results[k].pop("_seconds")
+    finally:
+        if was_training:
+            reconstruct.train()
+    t_loop = time.perf_counter() - t0
+
+    # --- tables and statistics
+    t0 = time.perf_counter()
+    sweep_rows = [r["sweep"] for r in results if "sweep" in r]
+    dementia_rows = [r["dementia"] for r in results if "dementia" in r]
+    group_rows = [r["cn_vs_ad"] for r in results if "cn_vs_ad" in r]
+    voxel_rows = [r["voxel"] for r in results if "voxel" in r]
+    ids = [str(s["id"]) for s in subjects]
+    by_sd = {(r["id"], r["degree"]): r for r in sweep_rows}
+    mse_matrix = np.array([[by_sd[(i, d)]["mse"] for d in degrees] for i in ids])
+    baseline = float(mse_matrix[:, 0].mean())
+    for row in sweep_rows:
+        row["mse_normalised"] = row["mse"] / baseline if baseline > 0 else float("nan")
+    stat_rows, first_significant = degree_statistics(mse_matrix, degrees, test=test, alpha=alpha)
+    for row in stat_rows:
+        d = row["degree"]
+        sel = [by_sd[(i, d)] for i in ids]
+        m = regions[sweep_mask]
+        row.update({
+            "nominal_reduction": d / 100.0,
+            "effective_reduction_map": float(d / 100.0 * smoothed[sweep_mask][m].mean(dtype=np.float64)),
+            "effective_reduction_uptake": float(np.mean([r["effective_reduction"] for r in sel])),
+            "healthiness_input_mean": float(np.mean([r["healthiness_input"] for r in sel])),
+            "healthiness_reconstruction_mean": float(np.mean([r["healthiness_reconstruction"] for r in sel])),
+        })
+    dementia_table = _mean_sd_table(dementia_rows, "dementia", dementias)
+    group_table = group_statistics({m_: np.array([r[m_] for r in group_rows]) for m_ in _IMAGE_METRICS},
+                                   np.array([r["group"] for r in group_rows]))
+    voxel_table = _mean_sd_table(voxel_rows, ("mask", "degree"),
+                                 list(dict.fromkeys((r["mask"], r["degree"]) for r in voxel_rows)),
+                                 fields=("auroc", "average_precision", "prevalence"))
+
+    result = {
+        "model": model_name, "split": split, "grid": grid_.name,
+        "settings": {
+            "degrees": list(degrees), "sweep_mask": sweep_mask, "dementias": dementias,
+            "dementia_degree": dementia_degree, "sigma_mm": float(sigma_mm), "test": test, "alpha": alpha,
+            "n_comparisons": len(degrees) - 1, "correction": "Bonferroni (p * n_comparisons, capped at 1)",
+            "normalisation": "min-max of each healthy image; simulated images use their healthy image's min and max",
+            "healthiness": "mean uptake (SUVR) in the mask / mean uptake in brain & ~mask",
+            "outside_region": "brain & ~mask",
+            "voxel_detection": "anomaly map |input - reconstruction| scored against the binary simulated mask, "
+                               "over brain voxels (mask restricted to the brain)",
+            "voxel_subsample": None if voxel_subsample is None else int(brain_idx.size), "seed": seed,
+        },
+        "subjects": {"test": ids, "patients": [str(p["id"]) for p in patients]},
+        "sweep": {"baseline_mse": baseline, "first_significant_degree": first_significant, "degrees": stat_rows},
+        "dementias": dementia_table,
+        "cn_vs_ad": group_table,
+        "voxel_detection": voxel_table,
+    }
+
+    # --- files, all computed above: nothing is written if anything failed
+    files = {
+        "sweep": _write_csv(out_dir / "sweep.csv", _SWEEP_FIELDS, ([r[f] for f in _SWEEP_FIELDS] for r in sweep_rows)),
+        "sweep_stats": _write_csv(out_dir / "sweep_stats.csv", _STAT_FIELDS,
+                                  ([r[f] for f in _STAT_FIELDS] for r in stat_rows)),
+        "dementias": _write_csv(out_dir / "dementias.csv", list(dementia_rows[0]) if dementia_rows else ["id"],
+                                ([*r.values()] for r in dementia_rows)),
+        "dementia_table": _write_csv(out_dir / "dementia_table.csv", *_table_csv(dementia_table, "dementia")),
+        "cn_vs_ad": _write_csv(out_dir / "cn_vs_ad.csv", ["id", "group", *_IMAGE_METRICS],
+                               ([r["id"], r["group"], *(r[m_] for m_ in _IMAGE_METRICS)] for r in group_rows)),
+        "voxel_detection": _write_csv(out_dir / "voxel_detection.csv", _VOXEL_FIELDS,
+                                      ([r[f] for f in _VOXEL_FIELDS] for r in voxel_rows)),
+    }
+    if figures:
+        from common.visualize import pet as viz
+
+        title = model_name + (f", split {split}" if split is not None else "")
+        fig_dir = out_dir / "figures"
+        files["figure_sweep"] = viz.plot_degree_sweep(
+            degrees, mse_matrix / baseline if baseline > 0 else mse_matrix, stat_rows, fig_dir / "sweep_mse.png",
+            normalised=baseline > 0, title=f"{title}: {sweep_mask} mask, {test} t-test", seed=seed)
+        files["figure_voxel_detection"] = viz.plot_voxel_detection(voxel_table, sweep_mask,
+                                                                   fig_dir / "voxel_detection.png", title=title)
+        examples = [(f"CN {ids[showcase_cn]}", *showcase["cn"]),
+                    (f"CN {ids[showcase_cn]} + {sweep_mask} {dementia_degree:g} %", *showcase["simulated"])]
+        if "patient" in showcase:
+            examples.insert(0, (f"patient {patients[0]['id']}", *showcase["patient"]))
+        files["figure_reconstructions"] = viz.plot_reconstructions(examples, fig_dir / "reconstructions.png",
+                                                                   brain=brain, title=title)
+    timings.update({"load_s": t_load, "reconstruct_and_metrics_s": t_loop, "tables_and_files_s": 0.0})
+    timings["tables_and_files_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - t_start
+    result["timings"] = timings
+    files["summary"] = out_dir / "summary.json"
+    result["files"] = {k: str(v) for k, v in files.items()}
+    write_json_atomic(files["summary"], _jsonable(result))
+    # the per-item rows (the CSVs' content, unrounded) come back to the caller, not into summary.json
+    result["rows"] = {"sweep": sweep_rows, "dementias": dementia_rows, "cn_vs_ad": group_rows, "voxel": voxel_rows}
+    if verbose:
+        print(format_pet_summary(result) + f"\nresults in {out_dir}")
+    return result
+
+
+_SWEEP_FIELDS = ("id", "mask", "degree", "mse", "mse_normalised", "mse_healthy_vs_reconstruction",
+                 "effective_reduction", "healthiness_input", "healthiness_reconstruction")
+_STAT_FIELDS = ("degree", "nominal_reduction", "effective_reduction_map", "effective_reduction_uptake", "n",
+                "mse_mean", "mse_sd", "mse_normalised_mean", "mse_normalised_sd", "t", "p", "p_bonferroni",
+                "significant", "healthiness_input_mean", "healthiness_reconstruction_mean")
+_VOXEL_FIELDS = ("id", "mask", "degree", "auroc", "average_precision", "prevalence", "n_voxels")
+
+
+def _mean_sd_table(rows: Sequence[Mapping], key, order: Sequence, fields: Sequence[str] | None = None) -> list[dict]:
+    """Mean and sd (ddof 1) of the numeric fields of ``rows`` per value of ``key`` (a field or a tuple)."""
+    keys = (key,) if isinstance(key, str) else tuple(key)
+    table = []
+    for value in order:
+        value_t = value if isinstance(value, tuple) else (value,)
+        sel = [r for r in rows if tuple(r[k] for k in keys) == value_t]
+        if not sel:
+            continue
+        names = fields or [f for f, v in sel[0].items()
+                           if f not in (*keys, "id", "degree") and isinstance(v, float)]
+        entry = {**dict(zip(keys, value_t)), "n": len(sel)}
+        for f in names:
+            v = np.array([r[f] for r in sel], np.float64)
+            entry[f"{f}_mean"] = float(v.mean())
+            entry[f"{f}_sd"] = float(v.std(ddof=1)) if v.size > 1 else float("nan")
+        table.append(entry)
+    return table
+
+
+def _table_csv(table: Sequence[Mapping], key: str):
+    header = list(dict.fromkeys(k for row in table for k in row)) or [key]
+    return header, ([row.get(k) for k in header] for row in table)
+
+
+def format_pet_summary(result: Mapping) -> str:
+    """The printed report: the sweep (Fig. 1 in numbers), Table 1 and Table 2 layouts, voxel detection."""
+    s = result["settings"]
+    lines = [f"PET simulation-based evaluation of {result['model']}"
+             + (f", split {result['split']}" if result.get("split") is not None else "")
+             + f": {len(result['subjects']['test'])} test controls, {len(result['subjects']['patients'])} patients",
+             f"(a) degree sweep in the {s['sweep_mask']} mask ({s['test']} t-test vs healthy inputs, Bonferroni x"
+             f"{s['n_comparisons']}); baseline MSE {result['sweep']['baseline_mse']:.5g}",
+             f"{'degree':>7} {'eff.red.':>8} {'norm. MSE':>14} {'p (Bonf.)':>10}  {'healthiness in -> rec':>22}"]
+    for r in result["sweep"]["degrees"]:
+        p = "" if not np.isfinite(r["p_bonferroni"]) else f"{r['p_bonferroni']:.2g}" + (" *" if r["significant"] else "")
+        lines.append(f"{r['degree']:>6g}% {100 * r['effective_reduction_uptake']:>7.1f}% "
+                     f"{r['mse_normalised_mean']:>7.3f} ± {r['mse_normalised_sd']:<5.3f}{p:>10}  "
+                     f"{r['healthiness_input_mean']:>9.3f} -> {r['healthiness_reconstruction_mean']:.3f}")
+    first = result["sweep"]["first_significant_degree"]
+    lines.append(f"first significant degree: {'none' if first is None else f'{first:g} %'}")
+    lines.append(f"(b) dementias at {s['dementia_degree']:g} %: healthy original vs reconstruction of the simulated "
+                 "image (whole image), SSIM between the two reconstructions, healthiness (healthy / simulated / rec.)")
+    lines.append(f"{'dementia':<9}{'MSE':>9}{'MAE':>8}{'PSNR':>7}{'SSIM':>7}{'SSIM rec':>9}   healthiness")
+    for r in result["dementias"]:
+        lines.append(f"{r['dementia']:<9}{r['mse_image_mean']:>9.5f}{r['mae_image_mean']:>8.4f}"
+                     f"{r['psnr_image_mean']:>7.2f}{r['ssim_image_mean']:>7.3f}{r['ssim_reconstructions_image_mean']:>9.3f}"
+                     f"   {r['healthiness_healthy_input_mean']:.3f} / {r['healthiness_simulated_input_mean']:.3f}"
+                     f" / {r['healthiness_reconstruction_mean']:.3f}")
+    lines.append("(c) input vs reconstruction, mean ± sd (Welch p, patients vs controls)")
+    lines.append(f"{'group':<9}" + "".join(f"{m:>18}" for m in _IMAGE_METRICS))
+    g = result["cn_vs_ad"]
+    for group in ("control", "patient"):
+        if g["mse"][group]["n"]:
+            lines.append(f"{group:<9}" + "".join(f"{g[m][group]['mean']:>10.4g} ± {g[m][group]['sd']:<6.2g}"
+                                                 for m in _IMAGE_METRICS))
+    if g["mse"]["patient"]["n"]:
+        lines.append(f"{'p':<9}" + "".join(f"{g[m]['p']:>18.2g}" for m in _IMAGE_METRICS))
+    lines.append("(d) voxel detection of the mask from |input - reconstruction| (brain voxels): AUROC / AP")
+    lines.append("  " + ", ".join(f"{r['mask']} {r['degree']:g}%: {r['auroc_mean']:.3f}/{r['average_precision_mean']:.3f}"
+                                  for r in result["voxel_detection"]))
+    return "\n".join(lines)
