@@ -7,6 +7,7 @@ Commands:
   splits    write the seeded control train/test splits:         python -m common splits DIR/dataset.json
   experiment  train + evaluate a bundle over splits:            python -m common experiment pd --bundle pd_ae
   demo      the README's main job on the embedded synthetic data: python -m common demo
+  release   reproducible, self-contained bundle zips:             python -m common release --out dist
 """
 
 from __future__ import annotations
@@ -72,10 +73,20 @@ def _commands() -> dict:
 
             compare_experiments(runs if isinstance(runs, str) else ",".join(runs), out)
 
+    def release(bundles: str | None = None, out: str = "dist", max_embedded_mb: float = 50.0,
+                weights_base_url: str | None = None, bundles_dir: str | None = None):
+        """Write OUT/<bundle>_v<version>.zip per bundle (BUNDLES: comma-separated, default all): the bundle with
+        a vendored copy of common/, same bytes every time; weights above MAX_EMBEDDED_MB go to large_files.json."""
+        from common.release import build_releases
+
+        build_releases(bundles=bundles, out=out, bundles_dir=bundles_dir, max_embedded_mb=max_embedded_mb,
+                       weights_base_url=weights_base_url)
+
     from common.data.synthetic.cli import SynthCommands
 
     return {"atlas": atlas, "synth": SynthCommands, "validate": validate, "splits": splits,
-            "experiment": ExperimentCommands, "demo": demo}
+            "experiment": ExperimentCommands, "demo": demo,
+            "release": release}
 
 
 def main(argv: list[str] | None = None):

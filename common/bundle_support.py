@@ -29,8 +29,9 @@ def _config_file_from_argv(argv: list[str]) -> str | None:
 
 def locate_bundle_root(name: str) -> str:
     """The bundle's folder, whatever the working folder: the parent of the ``configs/`` folder named by
-    ``--config_file`` on the command line; else the working folder if it is the bundle; else the copy
-    beside this package (``bundles/<name>``). Configs let ``--bundle_root`` override it."""
+    ``--config_file`` on the command line; else the working folder if it is the bundle; else the bundle this
+    package is vendored in (release zips); else the copy beside this package (``bundles/<name>``). Configs let
+    ``--bundle_root`` override it."""
     config_file = _config_file_from_argv(sys.argv)
     if config_file:
         configs = Path(config_file).resolve().parent
@@ -39,7 +40,10 @@ def locate_bundle_root(name: str) -> str:
     cwd = Path.cwd()
     if (cwd / "configs" / "metadata.json").is_file() and cwd.name == name:
         return str(cwd)
-    repo_copy = Path(__file__).resolve().parent.parent / "bundles" / name
+    vendored = Path(__file__).resolve().parent.parent  # a release zip: the bundle holds its copy of common/
+    if (vendored / "configs" / "metadata.json").is_file() and vendored.name == name:
+        return str(vendored)
+    repo_copy = vendored / "bundles" / name
     if (repo_copy / "configs").is_dir():
         return str(repo_copy)
     return str(cwd)

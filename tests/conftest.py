@@ -107,3 +107,49 @@ def bundle_workflow(bundle: str, configs, workflow_type: str, **overrides):
     files = [str(folder / c) for c in ([configs] if isinstance(configs, str) else configs)]
     return ConfigWorkflow(config_file=files, workflow_type=workflow_type, meta_file=str(folder / "metadata.json"),
                           logging_file=str(folder / "logging.conf"), **overrides)
+
+
+#: Tiny runs of each bundle for the end-to-end tests that run it as a user would (release download-and-run,
+#: torchrun): the synthetic cohort it reads, training overrides for an epoch of seconds, inference overrides
+#: for one subject. A new bundle adds its entry here; those tests fail for a bundle without one.
+TINY_RUNS = {
+    "pd_ae": {
+        "cohort": "pd",
+        "train": {"n_val": 1, "epochs": 1, "batch_size": 8, "n_slices": 4, "progress": False},
+        "infer": {"subject_ids": ["sub-0008"], "num_workers": 0},
+    },
+    "pd_sae": {
+        "cohort": "pd",
+        "train": {"n_val": 2, "epochs": 1, "pairs_per_epoch": 900, "val_pairs": 450, "n_slices": 4, "progress": False},
+        "infer": {"subject_ids": ["sub-0008"], "num_workers": 0, "n_slices": 4},
+    },
+}
+
+
+def tiny_run(bundle: str) -> dict:
+    """The :data:`TINY_RUNS` entry of ``bundle``, with a clear failure when the bundle has none."""
+    if bundle not in TINY_RUNS:
+        pytest.fail(f"bundle {bundle!r} has no tiny-run overrides: add them to TINY_RUNS in tests/conftest.py")
+    return TINY_RUNS[bundle]
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_cohort(tmp_path_factory):
+    """``get(kind) -> dataset folder`` of a small synthetic cohort of ``kind`` ('pd': 7 controls, 2 patients;
+    'pet': 6 cognitively normal, 2 AD), made once per session."""
+    made: dict[str, Path] = {}
+
+    def get(kind: str) -> Path:
+        if kind not in made:
+            from common.data.synthetic import PDCohortConfig, PETCohortConfig, make_pd_cohort, make_pet_cohort
+
+            out = tmp_path_factory.mktemp(f"{kind}_tiny_cohort") / "cohort"
+            if kind == "pd":
+                made[kind], _ = make_pd_cohort(out, PDCohortConfig(7, 2, seed=13), progress=False)
+            elif kind == "pet":
+                made[kind], _ = make_pet_cohort(out, PETCohortConfig(6, 2, seed=13), progress=False)
+            else:
+                raise ValueError(f"unknown cohort kind {kind!r}")
+        return made[kind]
+
+    return get
