@@ -53,7 +53,7 @@ def test_full_size_shapes_and_parameter_count_by_formula():
 
 
 def test_wrong_input_shape_and_indivisible_sizes_are_refused():
-    with pytest.raises(ValueError, match=r"expects \(B, 1, 16, 16, 16\)"):
+    with pytest.raises(ValueError, match=r"= \[1, 16, 16, 16\], got \[1, 1, 16, 16, 8\]"):
         tiny_vae()(torch.rand(1, 1, 16, 16, 8))
     with pytest.raises(ValueError, match="divisible by 2\\*\\*3"):
         VAE3d(spatial_shape=(80, 96, 84))

@@ -81,13 +81,14 @@ class VAE3d(nn.Module):
             post = [nn.Sigmoid()] if last else [nn.BatchNorm3d(ups[i + 1]), nn.ReLU(inplace=True)]
             blocks.append(nn.Sequential(up, *post))
         self.decoder = nn.Sequential(*blocks)
-        self._decoder_shape = (decoder_channels[0], *self.bottleneck_shape)
+        # plain lists: TorchScript (MONAI's ckpt_export) scripts the forward passes
+        self._input_shape = [self.in_channels, *self.spatial_shape]
+        self._decoder_shape = [decoder_channels[0], *self.bottleneck_shape]
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 5 or tuple(x.shape[1:]) != (self.in_channels, *self.spatial_shape):
-            raise ValueError(
-                f"VAE3d expects (B, {self.in_channels}, {', '.join(map(str, self.spatial_shape))}) volumes, got {tuple(x.shape)}"
-            )
+        if x.dim() != 5 or list(x.shape[1:]) != self._input_shape:
+            raise ValueError("VAE3d expects (B, C, X, Y, Z) volumes with (C, X, Y, Z) = " + str(self._input_shape)
+                             + ", got " + str(list(x.shape)))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance, each (B, latent_size)."""
@@ -95,13 +96,12 @@ class VAE3d(nn.Module):
         h = self.encoder(x).flatten(1)
         return self.mu(h), self.logvar(h)
 
-    @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         """``mu + sigma * eps`` with ``eps ~ N(0, I)`` drawn independently for every sample and dimension."""
         return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.decoder_input(z).view(-1, *self._decoder_shape))
+        return self.decoder(self.decoder_input(z).view([z.shape[0]] + self._decoder_shape))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mu, logvar = self.encode(x)

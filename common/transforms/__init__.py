@@ -1,5 +1,14 @@
 """MONAI transforms of the bundles (array versions and their ``d``/``D``/``Dict`` dictionary versions)."""
 
+from .clinica import (
+    CLINICADL_SLICES,
+    PET_INPUT_MODES,
+    LoadPETImage,
+    LoadPETImaged,
+    ReducePETLinear,
+    ReducePETLineard,
+    antialias_sigma_mm,
+)
 from .hypometabolism import (
     DEMENTIA_PATTERNS,
     RandSimulateHypometabolism,
@@ -19,6 +28,13 @@ from .io import (
 from .reconstruction import ReconstructionError, ReconstructionErrord
 
 __all__ = [
+    "PET_INPUT_MODES",
+    "CLINICADL_SLICES",
+    "antialias_sigma_mm",
+    "ReducePETLinear",
+    "ReducePETLineard",
+    "LoadPETImage",
+    "LoadPETImaged",
     "SUBJECT_ID",
     "subject_output_name",
     "ReconstructionError",
