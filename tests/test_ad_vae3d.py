@@ -153,3 +153,119 @@ def test_trainer_logs_the_loss_terms_and_learns_a_tiny_batch():
     with pytest.raises(TypeError, match="terms"):
         VAETrainer(device="cpu", max_epochs=1, train_data_loader=loader, network=net,
                    optimizer=torch.optim.Adam(net.parameters()), loss_function=torch.nn.MSELoss())
+
+
+def test_controls_datalist_refuses_patients():
+    from common.data.training import controls_datalist
+    from common.errors import InputDataError
+
+    subjects = [{"id": "a", "group": "control", "image": ["a.nii.gz"]}, {"id": "b", "group": "patient", "image": ["b.nii.gz"]}]
+    assert controls_datalist(subjects[:1]) == [{"id": "a", "image": ["a.nii.gz"]}]
+    with pytest.raises(InputDataError, match=r"only controls may be used for training, got b \(patient\)"):
+        controls_datalist(subjects)
+
+
+# ----------------------------------------------------------------------------------------------- the bundle
+
+
+@pytest.fixture(scope="module")
+def small_pet(tmp_path_factory):
+    """5 controls + 1 AD patient on the real 2 mm grid: split 0 with n_val=1 trains on 2 controls."""
+    from common.data.synthetic import PETCohortConfig, make_pet_cohort
+
+    folder, _ = make_pet_cohort(tmp_path_factory.mktemp("pet_small") / "cohort", PETCohortConfig(5, 1, seed=7),
+                                progress=False)
+    return folder
+
+
+def _minmax(volume: np.ndarray) -> np.ndarray:
+    return (volume - volume.min()) / (volume.max() - volume.min())
+
+
+def test_one_epoch_training_and_inference_through_configworkflow(small_pet, tmp_path):
+    from conftest import bundle_workflow
+
+    from common.data import read_dataset
+    from common.engines import KL_LOSS, RECON_LOSS
+
+    dataset = read_dataset(small_pet / "dataset.json")
+    overrides = {"dataset_dir": str(small_pet), "bundle_root": str(tmp_path), "n_val": 1, "epochs": 1, "batch_size": 2,
+                 "progress": False, "cache_workers": 1}
+    train = bundle_workflow("ad_vae3d", "train.json", "train", **overrides)
+    train.initialize()
+    assert train.check_properties() == []
+    ids = [item["id"] for item in train.train_dataset.data]
+    val_ids = [item["id"] for item in train.parser.get_parsed_content("validate#dataset").data]
+    assert len(ids) == 2 and len(val_ids) == 1 and not set(ids) & set(val_ids)
+    assert {dataset.groups[i] for i in ids + val_ids} == {"control"}  # patients never train or validate
+    # the cached volumes are min-max normalised per image
+    volume = train.train_dataset[0]["image"]
+    assert volume.shape == (1, 80, 96, 80) and volume.min() == 0 and volume.max() == 1
+    log = train.parser.get_parsed_content("train#log_terms")
+    logged = log({"loss": torch.tensor(3.0), RECON_LOSS: torch.tensor(2.0), KL_LOSS: torch.tensor(1.0)})
+    assert logged == {"train_loss": 3.0, "train_recon": 2.0, "train_kl": 1.0}
+    train.run()
+    train.finalize()
+    summary = json.loads((tmp_path / "models" / "train_summary.json").read_text())
+    assert summary["epochs"] == 1 and summary["best_val_epoch"] == 1 and summary["key_metric"] == "val_mse"
+    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True, map_location="cpu")
+    reference = VAEReconstructor(VAE3d()).eval()
+    reference.load_state_dict(state)  # the checkpoint is the inference network_def's (keys vae.*)
+
+    # inference on a control and the patient, and on a pet-linear copy of the control (ClinicaDL striding)
+    control, patient = dataset.controls[0], dataset.patients[0]
+    source = nib.load(control["image"][0])
+    linear_dir = tmp_path / "linear"
+    v = source.get_fdata(dtype=np.float32)
+    upsampled = np.zeros((169, 208, 179), np.float32)
+    upsampled[4:164, 8:200, 8:168] = v.repeat(2, 0).repeat(2, 1).repeat(2, 2)
+    (linear_dir / "sub-lin").mkdir(parents=True)
+    nib.save(nib.Nifti1Image(upsampled, np.array([[1, 0, 0, -84], [0, 1, 0, -119], [0, 0, 1, -78], [0, 0, 0, 1.0]])),
+             linear_dir / "sub-lin" / "pet.nii.gz")
+    (linear_dir / "dataset.json").write_text(json.dumps({
+        "name": "pet-linear copy", "grid": "clinica_pet_linear", "modality": {"0": "PET"}, "numTraining": 1,
+        "training": [{"id": "sub-lin", "group": "control", "image": "sub-lin/pet.nii.gz"}]}))
+
+    out = tmp_path / "eval" / "inference"
+    infer = bundle_workflow("ad_vae3d", "inference.json", "infer", dataset_dir=str(small_pet), bundle_root=str(tmp_path),
+                            subject_ids=[control["id"], patient["id"]], num_workers=0)
+    infer.initialize()
+    assert infer.check_properties() == []
+    infer.run()
+    infer.finalize()
+    linear = bundle_workflow("ad_vae3d", "inference.json", "infer", dataset_dir=str(linear_dir), bundle_root=str(tmp_path),
+                             pet_input_mode="clinicadl", num_workers=0)
+    linear.initialize()
+    linear.run()
+
+    for subject in (control, patient):
+        sid, src = subject["id"], nib.load(subject["image"][0])
+        x = _minmax(src.get_fdata(dtype=np.float32))
+        with torch.no_grad():
+            expected = reference(torch.from_numpy(x)[None, None]).numpy()[0, 0]
+        files = {n: nib.load(out / sid / f"{sid}_{n}.nii.gz") for n in ("reconstruction", "difference", "abs_difference")}
+        for img in files.values():
+            assert img.shape == (80, 96, 80)
+            np.testing.assert_allclose(img.affine, src.affine, atol=1e-5)
+        recon = files["reconstruction"].get_fdata()
+        np.testing.assert_allclose(recon, expected, atol=1e-5)
+        np.testing.assert_allclose(files["difference"].get_fdata(), x - recon, atol=1e-5)  # input minus reconstruction
+        np.testing.assert_allclose(files["abs_difference"].get_fdata(), np.abs(x - recon), atol=1e-5)
+    recon_linear = nib.load(out / "sub-lin" / "sub-lin_reconstruction.nii.gz")
+    np.testing.assert_allclose(recon_linear.affine, source.affine, atol=1e-5)  # reduced onto clinicadl2
+    np.testing.assert_allclose(recon_linear.get_fdata(), nib.load(out / control["id"] / f"{control['id']}_reconstruction.nii.gz").get_fdata(),
+                               atol=1e-6)
+
+
+def test_inference_without_weights_fails_before_work(small_pet, tmp_path):
+    from conftest import bundle_workflow
+
+    infer = bundle_workflow("ad_vae3d", "inference.json", "infer", dataset_dir=str(small_pet), bundle_root=str(tmp_path))
+    with pytest.raises(RuntimeError) as err:  # MONAI wraps errors of config expressions
+        infer.initialize()
+    causes, cause = [], err.value
+    while cause is not None:
+        causes.append(str(cause))
+        cause = cause.__cause__
+    assert any("model.pt: file not found" in c for c in causes), causes
+    assert not (tmp_path / "eval").exists()
