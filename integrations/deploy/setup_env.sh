@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The MONAI Deploy environment: a virtual environment with monai-deploy-app-sdk 4.0.0 (holoscan), pydicom and
+# highdicom that reuses this project's interpreter packages (torch CPU, monai, nibabel, common), so nothing
+# heavy is installed twice. Built once (about 30 s with a warm pip cache), then reused; prints its python.
+#
+#   bash integrations/deploy/setup_env.sh            # build or reuse; last line: the environment's python
+#   bash integrations/deploy/setup_env.sh --path     # only print where it is (or would be)
+#
+# PYTHON names the project's interpreter (default python3); BRAIN_ANOMALY_ENVS the folder of environments.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$here/../envlib.sh"
+
+args=(deploy 1 "$here/requirements.txt" "$here/requirements-local.txt")
+if [[ ${1:-} == --path ]]; then
+    echo "$(env_dir "${args[@]}")/bin/python"
+else
+    make_env "${args[@]}"
+fi

@@ -1,0 +1,195 @@
+"""MONAI Deploy app (integrations/deploy): packaging, input resolution, and the app end to end.
+
+The end-to-end test builds (or reuses) the Deploy environment with ``integrations/deploy/setup_env.sh``,
+packages a seeded pd_ae checkpoint with ``package.py`` (MONAI's ckpt_export), runs ``app.py`` in that
+environment on a synthetic patient, and compares the written map with the one the bundle's own
+``inference.json`` writes for the same weights: shape, float32, affine, range, values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import bundle_workflow
+
+from common.errors import InputDataError
+from integrations.bundles import anomaly_map_key, available_bundles
+from integrations.deploy.inputs import find_subject_files, model_file
+from integrations.deploy.package import deploy_metadata, package
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.save` is deprecated:DeprecationWarning")  # DESIGN.md 5
+
+REPO = Path(__file__).resolve().parents[1]
+SETUP = REPO / "integrations" / "deploy" / "setup_env.sh"
+APP = REPO / "integrations" / "deploy" / "app.py"
+
+
+def seeded_checkpoint(bundle: str, path: Path, seed: int = 0) -> Path:
+    """``network_def`` of the bundle's inference config, seeded, with seeded BatchNorm statistics too (so
+    buffers must travel through the export), saved as a plain state dict."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / bundle / "configs" / "inference.json"))
+    torch.manual_seed(seed)
+    net = parser.get_parsed_content("network_def")
+    with torch.no_grad():
+        for name, buf in net.named_buffers():
+            if buf.is_floating_point():
+                buf.copy_(torch.rand_like(buf) + 0.5 if name.endswith("running_var") else torch.randn_like(buf) * 0.1)
+    torch.save(net.state_dict(), path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- unit tests
+
+
+@pytest.mark.parametrize("bundle", ["pd_ae", "pd_sae"])
+def test_anomaly_map_key_is_the_bundles_error_output(bundle):
+    config = json.loads((REPO / "bundles" / bundle / "configs" / "inference.json").read_text())
+    assert anomaly_map_key(config) == "error"
+    assert bundle in available_bundles()
+    with pytest.raises(ValueError, match="no ReconstructionErrord"):
+        anomaly_map_key({"postprocessing": {"transforms": [{"_target_": "SaveImaged"}]}})
+
+
+def test_deploy_metadata_declares_float_outputs_and_the_map():
+    meta = json.loads((REPO / "bundles" / "pd_ae" / "configs" / "metadata.json").read_text())
+    out = deploy_metadata(meta, "error", [121, 145, 121])
+    outputs = out["network_data_format"]["outputs"]
+    assert list(outputs) == ["pred", "error"]  # the network output stays first: the operator maps it there
+    assert {spec["type"] for spec in outputs.values()} == {"series"}  # "image" would be cast to uint8
+    assert outputs["error"]["num_channels"] == 1 and outputs["error"]["dtype"] == "float32"
+    assert meta["network_data_format"]["outputs"]["pred"]["type"] == "image"  # the bundle's own is untouched
+    assert out["network_data_format"]["inputs"] == meta["network_data_format"]["inputs"]
+
+
+def test_find_subject_files(tmp_path):
+    subject = tmp_path / "sub-07"
+    subject.mkdir()
+    for name in ("sub-07_MD.nii.gz", "sub-07_FA.nii.gz", "notes.txt"):
+        (subject / name).write_bytes(b"")
+    files, sid = find_subject_files(subject, ["FA", "MD"])
+    assert [f.name for f in files] == ["sub-07_FA.nii.gz", "sub-07_MD.nii.gz"] and sid == "sub-07"
+
+    with pytest.raises(InputDataError, match=r"sub-07: expected exactly one NIfTI named \*PET"):
+        find_subject_files(subject, ["PET"])
+    with pytest.raises(InputDataError, match="needs 2 modalities"):
+        find_subject_files(subject / "sub-07_FA.nii.gz", ["FA", "MD"])
+    (subject / "sub-07_FA_copy_FA.nii").write_bytes(b"")
+    with pytest.raises(InputDataError, match="found sub-07_FA.nii.gz, sub-07_FA_copy_FA.nii"):
+        find_subject_files(subject, ["FA", "MD"])
+    with pytest.raises(InputDataError, match="input not found"):
+        find_subject_files(tmp_path / "absent", ["FA"])
+
+    pet = tmp_path / "pet"
+    pet.mkdir()
+    (pet / "scan.nii.gz").write_bytes(b"")
+    assert find_subject_files(pet, ["PET"]) == ([pet / "scan.nii.gz"], "scan")
+    assert find_subject_files(pet / "scan.nii.gz", ["PET"]) == ([pet / "scan.nii.gz"], "scan")
+
+
+def test_model_file(tmp_path):
+    with pytest.raises(InputDataError, match="found 0"):
+        model_file(tmp_path)
+    (tmp_path / "model.ts").write_bytes(b"")
+    assert model_file(tmp_path) == tmp_path / "model.ts" == model_file(tmp_path / "model.ts")
+
+
+def test_package_rejects_missing_or_foreign_weights(tmp_path):
+    with pytest.raises(InputDataError, match="missing.pt: file not found"):
+        package("pd_ae", tmp_path / "missing.pt", tmp_path / "out")
+    foreign = seeded_checkpoint("pd_sae", tmp_path / "sae.pt")  # another architecture
+    with pytest.raises(InputDataError, match="sae.pt: cannot load these weights into pd_ae"):
+        package("pd_ae", foreign, tmp_path / "out")
+    assert not (tmp_path / "out" / "model.ts").exists()
+    with pytest.raises(ValueError, match="unknown bundle 'nope'"):
+        package("nope", foreign, tmp_path / "out")
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+
+@pytest.fixture(scope="module")
+def deploy_python() -> str:
+    """The Deploy environment's python, built on first use (about 30 s) and reused afterwards."""
+    env = {**os.environ, "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(SETUP)], env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, f"setup_env.sh failed:\n{done.stderr[-4000:]}"
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    from common.data.synthetic import PDCohortConfig, make_pd_cohort
+
+    folder, _ = make_pd_cohort(tmp_path_factory.mktemp("deploy") / "cohort", PDCohortConfig(1, 1, seed=5),
+                               progress=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory) -> tuple[Path, Path]:
+    """A seeded pd_ae checkpoint and its Deploy package (``model.ts``)."""
+    folder = tmp_path_factory.mktemp("package")
+    ckpt = seeded_checkpoint("pd_ae", folder / "model.pt")
+    return ckpt, package("pd_ae", ckpt, folder / "models")
+
+
+def run_app(python: str, inputs: Path, output: Path, model: Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's common/ and integrations/
+    return subprocess.run([python, str(APP), "-i", str(inputs), "-o", str(output), "-m", str(model)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_deploy_app_writes_the_bundles_float_anomaly_map(deploy_python, cohort, packaged, tmp_path):
+    ckpt, model = packaged
+    subject = cohort / "sub-0002"  # the patient
+    done = run_app(deploy_python, subject, tmp_path / "out", model.parent, tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    written = nib.load(tmp_path / "out" / "sub-0002_error.nii.gz")
+    got = written.get_fdata(dtype=np.float32)
+    source = nib.load(subject / "sub-0002_FA.nii.gz")
+    assert got.shape == source.shape == (121, 145, 121)
+    assert written.get_data_dtype() == np.float32
+    np.testing.assert_allclose(written.affine, source.affine, rtol=0, atol=1e-6)
+    # joint error of two [0, 1] channels against a sigmoid reconstruction: within [0, sqrt(2)]
+    assert np.isfinite(got).all() and got.min() >= 0 and got.max() <= np.sqrt(2) + 1e-6
+    assert np.count_nonzero(got != np.round(got)) > 0.9 * got.size, "the map was cast to integers"
+    print(f"\nDeploy map: shape {got.shape}, dtype {written.get_data_dtype()}, "
+          f"range [{got.min():.4f}, {got.max():.4f}]")
+
+    # the bundle's own inference with the same weights writes the same map
+    infer = bundle_workflow("pd_ae", "inference.json", "infer", dataset_dir=str(cohort), ckpt_path=str(ckpt),
+                            output_dir=str(tmp_path / "reference"), subject_ids=["sub-0002"], num_workers=0)
+    infer.initialize()
+    infer.run()
+    infer.finalize()
+    expected = nib.load(tmp_path / "reference" / "sub-0002" / "sub-0002_error.nii.gz")
+    np.testing.assert_allclose(got, expected.get_fdata(dtype=np.float32), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(written.affine, expected.affine, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_deploy_app_rejects_bad_input_naming_the_file(deploy_python, cohort, packaged, tmp_path):
+    _, model = packaged
+    bad = tmp_path / "sub-bad"
+    bad.mkdir()
+    fa = nib.load(cohort / "sub-0001" / "sub-0001_FA.nii.gz")
+    md = nib.load(cohort / "sub-0001" / "sub-0001_MD.nii.gz")
+    nib.save(fa, bad / "sub-bad_FA.nii.gz")
+    nib.save(nib.Nifti1Image(md.get_fdata(dtype=np.float32) * 3.5e-3, md.affine), bad / "sub-bad_MD.nii.gz")  # mm2/s
+    done = run_app(deploy_python, bad, tmp_path / "out", model, tmp_path)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"error: {bad / 'sub-bad_MD.nii.gz'}: MD maximum" in done.stderr
+    assert not list(tmp_path.glob("out/*")), "nothing may be written for a rejected input"
