@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["locate_bundle_root", "require_file", "write_training_summary"]
+__all__ = ["load_weights", "locate_bundle_root", "require_file", "write_training_summary"]
 
 
 def _config_file_from_argv(argv: list[str]) -> str | None:
@@ -56,6 +56,24 @@ def require_file(path: str | os.PathLike, what: str) -> str:
 
         raise InputDataError(path, f"file not found ({what})")
     return str(path)
+
+
+def load_weights(module, path: str | os.PathLike, map_location="cpu", key: str = "model"):
+    """Load trained weights into ``module`` (strictly) from a checkpoint holding its state dict, or a dict of
+    state dicts with ``key`` (what MONAI's CheckpointSaver writes for several objects); ``weights_only``, so
+    a checkpoint cannot run code. Returns the module."""
+    import torch
+
+    state = torch.load(require_file(path, "trained weights"), map_location=map_location, weights_only=True)
+    if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+        state = state[key]
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        from common.errors import InputDataError
+
+        raise InputDataError(path, f"the weights do not fit the {type(module).__name__} of this config: {err}") from None
+    return module
 
 
 def write_training_summary(trainer, evaluator, out_dir: str | os.PathLike) -> Path:

@@ -18,7 +18,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from common import grids
 from common.errors import InputDataError
-from common.evaluation.pet import degree_statistics, run_pet_evaluation, ssim_by_region, voxel_detection
+from common.evaluation.pet import _SSIMMoments, degree_statistics, run_pet_evaluation, ssim_by_region, voxel_detection
 from common.grids import Grid
 from common.metrics.image import ssim, ssim_map
 from conftest import write_nifti
@@ -247,6 +247,8 @@ def test_ssim_by_region_matches_the_metric_and_constant_maps_are_chance():
     mask[5:15, 4:20, 3:12] = True
     got = ssim_by_region(ssim_map(x, y), {"image": None, "mask": mask})
     assert got["image"] == pytest.approx(ssim(x, y)) and got["mask"] == pytest.approx(ssim(x, y, mask))
+    # the cached-moments SSIM of the dementia rows is the metric's SSIM map
+    np.testing.assert_allclose(_SSIMMoments(x).ssim_map(_SSIMMoments(y)), ssim_map(x, y), rtol=1e-12, atol=1e-12)
     labels = rng.random(500) < 0.2
     assert voxel_detection(np.ones(500), labels) == (0.5, pytest.approx(labels.mean()))
     assert voxel_detection(labels.astype(float), labels) == (1.0, 1.0)
@@ -321,3 +323,59 @@ def test_error_rises_with_degree_on_the_synthetic_cohort(tmp_path, capsys):
     ad = result["dementias"][0]
     assert ad["healthiness_simulated_input_mean"] < ad["healthiness_reconstruction_mean"] \
         < ad["healthiness_healthy_input_mean"] + 1e-6
+
+
+# ----------------------------------------------------------------------------------------- the bundle's config
+
+
+def _first_two(part: str) -> str:
+    return (f"$common.data.split_subjects(@dataset_json, '{part}', @split_index, @splits_file or None, @n_splits, "
+            "@n_val, @split_seed)[:2]")
+
+
+def test_ad_vae3d_evaluate_config_runs_the_evaluation(tmp_path):
+    """train.json + evaluate.json as `monai.bundle run evaluating` merges them: the infer properties are
+    complete, the weights are loaded (weights_only) into the reconstructor, results land in eval/split_<i>."""
+    from common.networks import VAE3d, VAEReconstructor
+    from conftest import bundle_workflow
+
+    overrides = dict(bundle_root=str(tmp_path), degrees=[0, 30], dementias=["ad"], progress=False,
+                     voxel_subsample=2000, test_subjects=_first_two("test"), patients=_first_two("patients"))
+    missing = bundle_workflow("ad_vae3d", ["train.json", "evaluate.json"], "infer", **overrides)
+    with pytest.raises((RuntimeError, InputDataError)) as err:  # MONAI may wrap errors of config expressions
+        missing.initialize()
+    causes, cause = [], err.value
+    while cause is not None:
+        causes.append(str(cause))
+        cause = cause.__cause__
+    assert any("model.pt: file not found" in c for c in causes), causes
+    assert not (tmp_path / "eval").exists()
+
+    torch.manual_seed(0)
+    trained = VAEReconstructor(VAE3d())
+    (tmp_path / "models").mkdir()
+    torch.save(trained.state_dict(), tmp_path / "models" / "model.pt")
+    workflow = bundle_workflow("ad_vae3d", ["train.json", "evaluate.json"], "infer", **overrides)
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    loaded = workflow.parser.get_parsed_content("reconstructor")
+    for name, value in trained.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name].cpu(), value), name
+    workflow.run()
+    workflow.finalize()
+    out = tmp_path / "eval" / "split_0"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["split"] == 0 and len(summary["subjects"]["test"]) == 2 and len(summary["subjects"]["patients"]) == 2
+    assert [r["degree"] for r in summary["sweep"]["degrees"]] == [0.0, 30.0]
+    assert (out / "figures" / "reconstructions.png").is_file()
+
+
+def test_load_weights_takes_a_state_dict_or_a_saver_dict_and_names_a_mismatch(tmp_path):
+    from common.bundle_support import load_weights
+
+    source, target = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    torch.save({"model": source.state_dict(), "optimizer": {}}, tmp_path / "saver.pt")
+    assert torch.equal(load_weights(target, tmp_path / "saver.pt").weight, source.weight)
+    torch.save(torch.nn.Linear(4, 2).state_dict(), tmp_path / "other.pt")
+    with pytest.raises(InputDataError, match="other.pt: the weights do not fit the Linear"):
+        load_weights(target, tmp_path / "other.pt")

@@ -18,17 +18,20 @@ T = TypeVar("T")
 
 def load_subject_volumes(subjects: Sequence[dict], grid: str | Grid, modalities: Sequence[str],
                          keep: Callable[[int, np.ndarray], T], num_threads: int = 2, progress: bool = True,
-                         desc: str = "loading volumes") -> list[T]:
+                         desc: str = "loading volumes", loader: Callable | None = None) -> list[T]:
     """Load each subject's ``image`` files (one per channel) with :class:`~common.transforms.LoadValidatedImage`
+    (or ``loader``, e.g. :class:`~common.transforms.LoadPETImage`, which also takes Clinica's grid)
     and hand the (C, X, Y, Z) float32 array to ``keep(index, volume)``, which keeps what the dataset needs
     (a slab, a padded box), so whole volumes never pile up. Files are read in ``num_threads`` threads
     (decompression releases the GIL); the results come back in subject order."""
     from common.transforms.io import LoadValidatedImage
 
-    loader = LoadValidatedImage(grid, list(modalities))
+    loader = LoadValidatedImage(grid, list(modalities)) if loader is None else loader
 
     def load(i: int) -> T:
-        return keep(i, loader(subjects[i]["image"]).as_tensor().numpy())
+        volume = loader(subjects[i]["image"])
+        return keep(i, np.asarray(volume.as_tensor().numpy() if hasattr(volume, "as_tensor") else volume,
+                                  dtype=np.float32))
 
     with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
         return list(tqdm(pool.map(load, range(len(subjects))), total=len(subjects), desc=desc, unit="subject",
