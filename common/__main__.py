@@ -6,6 +6,7 @@ Commands:
   validate  check a dataset.json and every image it names:      python -m common validate DIR/dataset.json
   splits    write the seeded control train/test splits:         python -m common splits DIR/dataset.json
   experiment  train + evaluate a bundle over splits:            python -m common experiment pd --bundle pd_ae
+              (ad_vae3d + the PET simulation-based evaluation:     python -m common experiment pet --epochs 5)
   demo      the README's main job on the embedded synthetic data: python -m common demo
   release   reproducible, self-contained bundle zips:             python -m common release --out dist
 """
@@ -64,6 +65,17 @@ def _commands() -> dict:
 
             run_pd_experiment(bundle=bundle, dataset_dir=dataset_dir, out=out, splits=splits, seed=seed,
                               n_val=n_val, epochs=epochs, progress=progress)
+
+        def pet(self, dataset_dir: str | None = None, out: str | None = None, split: int = 0, seed: int = 0,
+                n_val: int = 3, epochs: int | None = None, learning_rate: float | None = None,
+                batch_size: int | None = None, progress: bool = True):
+            """AD paper protocol: train ad_vae3d on SPLIT, then the simulation-based evaluation (degree sweep,
+            six dementias, CN vs AD, voxel detection) under OUT/split_XX/eval. A killed run resumes."""
+            from common.evaluation.experiment import run_pet_experiment
+
+            run_pet_experiment(dataset_dir=dataset_dir, out=out, split=split, seed=seed, n_val=n_val, epochs=epochs,
+                               learning_rate=learning_rate, progress=progress,
+                               overrides=None if batch_size is None else {"batch_size": int(batch_size)})
 
         def compare(self, runs: str = "outputs/experiments/pd_ae,outputs/experiments/pd_sae",
                     out: str = "outputs/experiments/compare"):
