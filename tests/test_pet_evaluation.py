@@ -379,3 +379,25 @@ def test_load_weights_takes_a_state_dict_or_a_saver_dict_and_names_a_mismatch(tm
     torch.save(torch.nn.Linear(4, 2).state_dict(), tmp_path / "other.pt")
     with pytest.raises(InputDataError, match="other.pt: the weights do not fit the Linear"):
         load_weights(target, tmp_path / "other.pt")
+
+
+@pytest.mark.slow
+def test_experiment_pet_trains_then_evaluates_and_resumes(tmp_path, capsys):
+    """`python -m common experiment pet` end to end on the synthetic cohort: one epoch on 4 training
+    controls, a reduced evaluation; a second call reuses the results."""
+    from common.__main__ import main
+    from common.evaluation.experiment import run_pet_experiment
+
+    subset = ("$common.data.split_subjects(@dataset_json, '{}', @split_index, @splits_file or None, @n_splits, "
+              "@n_val, @split_seed)[:{}]")
+    overrides = {"degrees": [0, 50], "dementias": ["ad"], "voxel_subsample": 2000,
+                 "train#subjects": subset.format("train", 4), "validate#subjects": subset.format("val", 1),
+                 "test_subjects": subset.format("test", 2), "patients": subset.format("patients", 2)}
+    summary = run_pet_experiment(out=tmp_path, epochs=1, overrides=overrides, progress=False)
+    root = tmp_path / "split_00"
+    assert (root / "models" / "model.pt").is_file() and (root / "models" / "train_summary.json").is_file()
+    assert summary["split"] == 0 and summary["subjects"]["test"] and summary["subjects"]["patients"]
+    assert (root / "eval" / "split_0" / "sweep_stats.csv").is_file()
+    capsys.readouterr()
+    main(["experiment", "pet", "--out", str(tmp_path), "--epochs", "1", "--progress", "False"])  # reuses the split
+    assert "evaluated earlier, reusing" in capsys.readouterr().out

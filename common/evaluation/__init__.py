@@ -28,4 +28,14 @@ __all__ = [
     "roi_info",
     "run_pd_evaluation",
     "write_split_aggregates",
+    "run_pet_evaluation",
+    "PETSimulationEvaluator",
 ]
+
+
+def __getattr__(name: str):
+    if name in ("run_pet_evaluation", "PETSimulationEvaluator"):  # lazy: the PET evaluation needs torch
+        from common.evaluation import pet
+
+        return getattr(pet, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
