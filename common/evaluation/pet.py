@@ -315,9 +315,10 @@ def _resolve_masks(names: Sequence[str], grid, masks: Mapping | None, brain: np.
 def _check_degrees(degrees, dementia_degree) -> tuple[float, ...]:
     degrees = sorted({float(d) for d in degrees} | {0.0})  # the healthy inputs are always the reference
     bad = [d for d in degrees if not 0.0 <= d <= 100.0]
-    if bad or not 0.0 < float(dementia_degree) <= 100.0:
-        raise ValueError(f"degrees must be percentages in [0, 100] and dementia_degree in (0, 100]; got {bad or ''} "
-                         f"{dementia_degree}")
+    if bad:
+        raise ValueError(f"degrees must be percentages in [0, 100]; got {bad}")
+    if not 0.0 < float(dementia_degree) <= 100.0:
+        raise ValueError(f"dementia_degree must be a percentage in (0, 100]; got {dementia_degree}")
     if len(degrees) < 2:
         raise ValueError("the sweep needs at least one degree > 0")
     return tuple(degrees)
@@ -338,7 +339,8 @@ def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], 
     reconstruction (deterministic: a VAE decodes its mean). Modules are put in eval mode for the run.
     ``test_subjects``: healthy test controls, ``patients``: real patients (may be empty), as dataset entries
     (``id``, ``image``; e.g. from :func:`common.data.split_subjects`). Masks are the grid atlas's, by name,
-    unless ``masks`` (``{name: binary array}``) and ``brain`` are given (e.g. on another grid).
+    unless ``masks`` (``{name: binary array}``) and ``brain`` are given (e.g. on another grid); every mask is
+    ANDed with the brain before it is simulated or scored (DESIGN.md 2.3). Degree 0 is always added.
 
     Options: ``test`` (``"paired"`` or ``"welch"``) and ``alpha`` of the degree sweep; ``voxel_subsample``: the
     number of brain voxels (drawn once with ``seed``, the same for every image) scored in (d), None for all;
