@@ -111,17 +111,20 @@ def bundle_workflow(bundle: str, configs, workflow_type: str, **overrides):
 
 #: Tiny runs of each bundle for the end-to-end tests that run it as a user would (release download-and-run,
 #: torchrun): the synthetic cohort it reads, training overrides for an epoch of seconds, inference overrides
-#: for one subject. A new bundle adds its entry here; those tests fail for a bundle without one.
+#: for one subject, and what the torchrun test changes on top of "train" so each of 2 ranks runs a few
+#: iterations. A new bundle adds its entry here; those tests fail for a bundle without one.
 TINY_RUNS = {
     "pd_ae": {
         "cohort": "pd",
         "train": {"n_val": 1, "epochs": 1, "batch_size": 8, "n_slices": 4, "progress": False},
         "infer": {"subject_ids": ["sub-0008"], "num_workers": 0},
+        "multi_gpu": {"batch_size": 2},  # 4 controls x 4 slices: 4 iterations per rank
     },
     "pd_sae": {
         "cohort": "pd",
         "train": {"n_val": 2, "epochs": 1, "pairs_per_epoch": 900, "val_pairs": 450, "n_slices": 4, "progress": False},
         "infer": {"subject_ids": ["sub-0008"], "num_workers": 0, "n_slices": 4},
+        "multi_gpu": {"pairs_per_epoch": 1800},  # 8 batches of 225 pairs: 4 per rank
     },
 }
 
