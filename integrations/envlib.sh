@@ -15,8 +15,9 @@ env_dir() {
     local name=$1 system_site=$2 py key
     shift 2
     py=$(command -v "${PYTHON:-python3}") || { echo "error: no python interpreter (${PYTHON:-python3})" >&2; return 1; }
-    key=$( { "$py" -c 'import sys; print(sys.version, sys.prefix)'; realpath "$py"; echo "system_site=$system_site";
-             cat "$@"; } | sha256sum | cut -c1-12)
+    # the interpreter itself, not the name it was found by (a pyenv shim and its target are one interpreter)
+    key=$( { "$py" -c 'import os, sys; print(sys.version, os.path.realpath(sys.executable), sys.prefix)';
+             echo "system_site=$system_site"; cat "$@"; } | sha256sum | cut -c1-12)
     echo "$(envs_root)/$name-$key"
 }
 

@@ -1,0 +1,3 @@
+from .anomaly_map import AnomalyMapInferTask
+
+__all__ = ["AnomalyMapInferTask"]

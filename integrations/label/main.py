@@ -1,0 +1,62 @@
+"""MONAI Label app serving the voxel anomaly maps of this repository's bundles, offline.
+
+    monailabel start_server --app integrations/label --studies DIR --conf models pd_ae
+
+Configuration (``--conf KEY VALUE``):
+
+- ``models``: comma-separated bundle names (default: every bundle that has trained weights);
+- ``bundles``: the folder holding them (default: the repository's ``bundles/``); each bundle is read in
+  place, with its weights at ``<bundle>/models/model.pt``. Nothing is downloaded.
+
+Send one NIfTI per subject (4D with FA, MD as the last axis for pd_ae/pd_sae; 3D SUVR for PET) to
+``POST /infer/<bundle>?output=image``; the reply is the float32 anomaly map on the input grid (``output=json``
+gives its shape and range). No training task: the bundles learn from healthy scans without labels, while
+MONAI Label's training path feeds image/label pairs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # common/ and integrations/ of this checkout
+    sys.path.insert(0, str(REPO))
+
+import monailabel  # noqa: E402
+from lib.bundles import select_bundles  # noqa: E402
+from lib.infers import AnomalyMapInferTask  # noqa: E402
+from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
+from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
+from monailabel.interfaces.tasks.train import TrainTask  # noqa: E402
+
+from common.errors import InputDataError  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+class AnomalyMapApp(MONAILabelApp):
+    def __init__(self, app_dir: str, studies: str, conf: dict[str, str]):
+        self.bundles = select_bundles(conf)
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="Brain anomaly maps",
+            description="Voxel anomaly maps of the brain-anomaly-bundles auto-encoders (research use only)",
+            version=monailabel.__version__,
+        )
+
+    def init_infers(self) -> dict[str, InferTask]:
+        infers: dict[str, InferTask] = {}
+        for name, path in self.bundles.items():
+            task = AnomalyMapInferTask(str(path), self.conf)
+            if not task.is_valid():
+                raise InputDataError(path, "MONAI Label could not load this bundle (see the log above)")
+            logger.info("+++ anomaly map inferer: %s => %s", name, path)
+            infers[name] = task
+        return infers
+
+    def init_trainers(self) -> dict[str, TrainTask]:
+        return {}  # unsupervised bundles: see the module docstring
