@@ -126,6 +126,17 @@ TINY_RUNS = {
         "infer": {"subject_ids": ["sub-0008"], "num_workers": 0, "n_slices": 4},
         "multi_gpu": {"pairs_per_epoch": 1800},  # 8 batches of 225 pairs: 4 per rank
     },
+    "ad_vae3d": {  # a narrow VAE (0.25 M parameters instead of 80 M): the configs are under test, not the model
+        "cohort": "pet",
+        "train": {"n_val": 1, "epochs": 1, "batch_size": 1, "cache_workers": 1, "progress": False,
+                  "network_def#channels": [4, 8, 8], "network_def#decoder_channels": [8, 8, 4],
+                  "network_def#latent_size": 8},
+        "infer": {"subject_ids": ["sub-0009"], "num_workers": 0, "network_def#vae#channels": [4, 8, 8],
+                  "network_def#vae#decoder_channels": [8, 8, 4], "network_def#vae#latent_size": 8},
+        # a volume per batch, 4 training and 2 validation controls: 2 iterations and 1 validation volume per rank
+        # (MONAI's DistributedSampler without padding needs at least one validation volume per rank)
+        "multi_gpu": {"n_val": 2},
+    },
 }
 
 
@@ -139,7 +150,7 @@ def tiny_run(bundle: str) -> dict:
 @pytest.fixture(scope="session")
 def tiny_bundle_cohort(tmp_path_factory):
     """``get(kind) -> dataset folder`` of a small synthetic cohort of ``kind`` ('pd': 7 controls, 2 patients;
-    'pet': 6 cognitively normal, 2 AD), made once per session."""
+    'pet': 8 cognitively normal, 2 AD), made once per session."""
     made: dict[str, Path] = {}
 
     def get(kind: str) -> Path:
@@ -150,7 +161,7 @@ def tiny_bundle_cohort(tmp_path_factory):
             if kind == "pd":
                 made[kind], _ = make_pd_cohort(out, PDCohortConfig(7, 2, seed=13), progress=False)
             elif kind == "pet":
-                made[kind], _ = make_pet_cohort(out, PETCohortConfig(6, 2, seed=13), progress=False)
+                made[kind], _ = make_pet_cohort(out, PETCohortConfig(8, 2, seed=13), progress=False)
             else:
                 raise ValueError(f"unknown cohort kind {kind!r}")
         return made[kind]
