@@ -76,7 +76,7 @@ def test_loss_reductions_against_numpy(reduction):
     kl = (0.5 * (mu**2 + np.exp(logvar) - 1 - logvar)).sum(1).mean()  # the paper's eq. 1 form
     if reduction == "mean":
         sse, kl = sse / 120, kl / 120
-    t = lambda a: torch.from_numpy(a)  # noqa: E731
+    t = lambda a: torch.from_numpy(a)
     terms = VAELoss(beta=0.3, reduction=reduction).terms((t(xhat), t(mu), t(logvar)), t(x))
     assert terms.reconstruction.item() == pytest.approx(sse, rel=1e-6)
     assert terms.kl.item() == pytest.approx(kl, rel=1e-6)
@@ -98,7 +98,7 @@ def test_noise_is_drawn_per_sample_in_training_and_eval_is_deterministic():
     x = torch.rand(1, 1, *TINY_SHAPE).repeat(2, 1, 1, 1, 1)  # two identical inputs in one batch
     net.train()
     with torch.no_grad():
-        recon, mu, logvar = net(x)
+        recon, mu, _ = net(x)
     torch.testing.assert_close(mu[0], mu[1])  # same posterior (BatchNorm sees the same values)
     assert not torch.allclose(recon[0], recon[1])  # ... but two different samples (ClinicaDL shares one)
     net.eval()
@@ -130,7 +130,12 @@ def test_trainer_logs_the_loss_terms_and_learns_a_tiny_batch():
     from ignite.engine import Events
     from monai.engines import SupervisedTrainer
 
-    from common.engines import KL_LOSS, RECON_LOSS, VAETrainer, prepare_reconstruction_batch
+    from common.engines import (
+        KL_LOSS,
+        RECON_LOSS,
+        VAETrainer,
+        prepare_reconstruction_batch,
+    )
 
     torch.manual_seed(6)
     net = tiny_vae()
