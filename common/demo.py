@@ -17,12 +17,114 @@ from common.data.splits import make_splits, write_splits
 from common.data.synthetic import PDCohortConfig, PETCohortConfig, make_pd_cohort, make_pet_cohort
 from common.visualize import plot_cohort_overview
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "write_demo_report"]
+
+_ROI_COLUMNS = ["roi", "n_voxels", "auc", "auc_ci_low", "auc_ci_high", "paper_gmean", "nested_gmean",
+                "mean_abnormal_controls", "mean_abnormal_patients"]
+_COMPARE_COLUMNS = ["model", "roi", "auc_mean", "paper_gmean_mean", "nested_gmean_mean"]
+_PD_FIGURES = (("roc_curves.png", "ROC per ROI (test controls vs patients)"),
+               ("gmean_bars.png", "g-mean per ROI: on the test set as the paper does, and nested (leave-one-out)"),
+               ("percent_abnormal_heatmap.png", "% abnormal voxels per ROI and subject"),
+               ("reconstruction_showcase.png", "input, reconstruction and error map of a control and a patient"))
 
 
 def _step(title: str) -> float:
     print(f"\n== {title}", flush=True)
     return time.perf_counter()
+
+
+def _pd_section(out: Path, bundle: str, title: str, note: str):
+    from common.report import ReportSection, read_csv_rows
+
+    results = out / "experiments" / bundle / "split_00" / "eval" / "split_0"
+    if not (results / "roi_results.csv").is_file():
+        return None
+    section = ReportSection(title, [note])
+    section.tables.append((f"{bundle}: per-ROI detection on split 0 (AUC with 95 % bootstrap CI)",
+                           read_csv_rows(results / "roi_results.csv", _ROI_COLUMNS)))
+    section.figures += [(f"{bundle}: {caption}", results / "figures" / name) for name, caption in _PD_FIGURES
+                        if (results / "figures" / name).is_file()]
+    return section
+
+
+def _pet_section(out: Path):
+    import json
+
+    from common.report import ReportSection, read_csv_rows
+
+    results = out / "experiments" / "ad_vae3d" / "split_00" / "eval" / "split_0"
+    if not (results / "summary.json").is_file():
+        return None
+    summary = json.loads((results / "summary.json").read_text())
+    section = ReportSection(
+        "ad_vae3d: 3D VAE on FDG PET, simulation-based evaluation (AD paper)",
+        ["Trained on the cognitively normal training controls of split 0 on a short schedule. Hypometabolism is "
+         "simulated on the test controls (x' = x * G_5mm(1 - d/100 M)); the reconstruction of the simulated image is "
+         "compared with the healthy original."])
+    section.tables.append(("(a) degree sweep in the AD mask: MSE normalised by the healthy inputs' mean, paired t-test "
+                           "vs healthy, Bonferroni", read_csv_rows(results / "sweep_stats.csv", [
+                               "degree", "effective_reduction_uptake", "mse_normalised_mean", "mse_normalised_sd", "t",
+                               "p_bonferroni", "significant"])))
+    section.tables.append(("(b) six dementias at 30 %: healthy original vs reconstruction of the simulated image "
+                           "(paper Table 1)", read_csv_rows(results / "dementia_table.csv", [
+                               "dementia", "mse_image_mean", "mae_image_mean", "psnr_image_mean", "ssim_image_mean",
+                               "mse_mask_mean", "mse_outside_mean", "ssim_reconstructions_image_mean",
+                               "healthiness_healthy_input_mean", "healthiness_simulated_input_mean",
+                               "healthiness_reconstruction_mean"])))
+    cn_vs_ad = summary.get("cn_vs_ad") or {}
+    rows = [{"metric": m, "CN mean": v["control"]["mean"], "CN sd": v["control"]["sd"], "AD mean": v["patient"]["mean"],
+             "AD sd": v["patient"]["sd"], "Welch p": v.get("p")} for m, v in cn_vs_ad.items() if "control" in v]
+    if rows:
+        section.tables.append(("(c) CN vs AD test subjects: input vs reconstruction (paper Table 2)", rows))
+    detection = read_csv_rows(results / "voxel_detection.csv")
+    groups: dict = {}
+    for r in detection:
+        groups.setdefault((r["mask"], r["degree"]), []).append((float(r["auroc"]), float(r["average_precision"])))
+    section.tables.append(("(d) voxel-level detection of the simulated mask from |input - reconstruction| (mean over "
+                           "test controls)", [{"mask": k[0], "degree": k[1], "AUROC": sum(a for a, _ in v) / len(v),
+                                                "AP": sum(b for _, b in v) / len(v)} for k, v in groups.items()]))
+    figures = results / "figures"
+    section.figures += [(caption, figures / name) for name, caption in (
+        ("sweep_mse.png", "normalised MSE per degree (paper Fig. 1)"),
+        ("reconstructions.png", "input, reconstruction, difference: CN, its simulated AD, an AD subject (paper Fig. 2)"),
+        ("voxel_detection.png", "voxel-level AUROC / AP per degree and dementia")) if (figures / name).is_file()]
+    return section
+
+
+def write_demo_report(out: str | Path, summary: dict) -> Path:
+    """``OUT/report.html``: every bundle's tables and figures found under ``out``, plus the run's timings."""
+    from common.report import ReportSection, read_csv_rows, write_html_report
+
+    out = Path(out)
+    sections = [ReportSection(
+        "Synthetic cohorts",
+        ["Synthetic cohorts on real anatomy (ICBM152 tissue maps, AAL3/HCPEx regions): PD DTI FA/MD maps on the SPM "
+         "1.5 mm grid and FDG PET SUVR on the ClinicaDL 2 mm grid. Patients carry planted changes whose ground-truth "
+         "maps are saved next to the images."],
+        figures=[("a control and a patient of each cohort, with the ground-truth anomaly map", out / "figures" / "cohorts_overview.png")],
+    )]
+    sections += [s for s in (
+        _pd_section(out, "pd_ae", "pd_ae: spatial 2D auto-encoder (DTI, Parkinson's disease)",
+                    "Trained on the training controls of split 0 on a short schedule; voxel error thresholded at the "
+                    "0.98 quantile of the training controls' errors, % abnormal voxels per ROI, ROC over test controls "
+                    "vs patients."),
+        _pd_section(out, "pd_sae", "pd_sae: siamese patch auto-encoder (DTI, Parkinson's disease)",
+                    "Same protocol; the voxel map is reassembled from dense 15x15 patches (centre voxel)."),
+    ) if s is not None]
+    compare = out / "experiments" / "compare"
+    if (compare / "split_aggregates.csv").is_file():
+        sections.append(ReportSection(
+            "AE vs SAE per ROI (paper Fig. 4)", [],
+            [("mean over splits per model and ROI", read_csv_rows(compare / "split_aggregates.csv", _COMPARE_COLUMNS))],
+            [(f"AE vs SAE: {m}", compare / "figures" / f"model_comparison_{m}.png")
+             for m in ("auc", "paper_gmean", "nested_gmean") if (compare / "figures" / f"model_comparison_{m}.png").is_file()],
+        ))
+    pet = _pet_section(out)
+    if pet is not None:
+        sections.append(pet)
+    timings = [{"step": k, "value": v} for k, v in summary.items() if k.endswith("seconds") or k.endswith("auc")]
+    sections.append(ReportSection("This run", [f"Outputs under {out.resolve()}."], [("timings (s) and headline figures", timings)]))
+    return write_html_report(out / "report.html", "Brain anomaly-detection bundles: demo report", sections)
 
 
 def run_demo(out: str = "outputs/demo", seed: int = 0, pd_controls: int = 20, pd_patients: int = 20,
@@ -103,6 +205,10 @@ def run_demo(out: str = "outputs/demo", seed: int = 0, pd_controls: int = 20, pd
     print(f"wrote {figure}")
     summary.update({"figure": str(figure), "pd_dataset": str(pd_folder / "dataset.json"),
                     "pet_dataset": str(pet_folder / "dataset.json"), "splits": str(splits_path)})
+
+    report = write_demo_report(out, summary)
+    print(f"wrote {report}")
+    summary["report"] = str(report)
 
     _step("summary")
     for key, value in summary.items():
