@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["REPO", "BUNDLES_DIR", "available_bundles", "anomaly_map_key"]
+__all__ = ["REPO", "BUNDLES_DIR", "LOADER_PREFIX", "available_bundles", "anomaly_map_key", "input_modalities",
+           "is_loader"]
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES_DIR = REPO / "bundles"
 
 #: The transform of the bundles' inference post-processing that computes the voxel anomaly map.
 ERROR_TRANSFORM = "ReconstructionErrord"
+
+#: Class-name prefix of the bundles' loading transforms (``LoadValidatedImaged``, ``LoadPETImaged``): they take
+#: file paths, so a server runs them on its input files and drops them from the in-memory pre-processing.
+LOADER_PREFIX = "Load"
 
 
 def available_bundles(root: str | Path = BUNDLES_DIR) -> list[str]:
@@ -19,9 +24,27 @@ def available_bundles(root: str | Path = BUNDLES_DIR) -> list[str]:
 
 
 def anomaly_map_key(config: dict) -> str:
-    """The key under which a bundle's inference post-processing stores its voxel anomaly map."""
+    """The key under which a bundle's inference post-processing stores its voxel anomaly map: the
+    ``error_key`` of its first ``ReconstructionErrord`` (``error`` for pd_ae/pd_sae, ``abs_difference`` for
+    ad_vae3d, whose second one is the signed difference)."""
     transforms = (config.get("postprocessing") or {}).get("transforms") or []
     for t in transforms:
         if isinstance(t, dict) and str(t.get("_target_", "")).split(".")[-1] == ERROR_TRANSFORM:
             return str(t.get("error_key", "error"))
     raise ValueError(f"the inference config's postprocessing has no {ERROR_TRANSFORM}: no anomaly map to serve")
+
+
+def input_modalities(config: dict, meta: dict) -> list[str]:
+    """The input's modality per channel, as its files are named: the config's ``modalities`` (pd_ae, pd_sae:
+    FA, MD) or, for a one-channel bundle without them (ad_vae3d), the metadata's input modality (PET)."""
+    if config.get("modalities"):
+        return [str(m) for m in config["modalities"]]
+    image = meta["network_data_format"]["inputs"]["image"]
+    if int(image.get("num_channels", 1)) != 1:
+        raise ValueError("a multi-channel bundle must name its channels in the config's 'modalities'")
+    return [str(image.get("modality", "image"))]
+
+
+def is_loader(transform) -> bool:
+    """Whether ``transform`` (an instance) is one of the bundles' loading transforms."""
+    return type(transform).__name__.startswith(LOADER_PREFIX)

@@ -20,8 +20,9 @@ import pytest
 import torch
 from conftest import bundle_workflow
 
+from common.data import read_dataset
 from common.errors import InputDataError
-from integrations.bundles import anomaly_map_key, available_bundles
+from integrations.bundles import anomaly_map_key, available_bundles, input_modalities
 from integrations.deploy.inputs import find_subject_files, model_file
 from integrations.deploy.package import deploy_metadata, package
 
@@ -52,13 +53,20 @@ def seeded_checkpoint(bundle: str, path: Path, seed: int = 0) -> Path:
 # ---------------------------------------------------------------------------------------------- unit tests
 
 
-@pytest.mark.parametrize("bundle", ["pd_ae", "pd_sae"])
-def test_anomaly_map_key_is_the_bundles_error_output(bundle):
-    config = json.loads((REPO / "bundles" / bundle / "configs" / "inference.json").read_text())
-    assert anomaly_map_key(config) == "error"
+@pytest.mark.parametrize("bundle, key, modalities", [("pd_ae", "error", ["FA", "MD"]),
+                                                     ("pd_sae", "error", ["FA", "MD"]),
+                                                     ("ad_vae3d", "abs_difference", ["PET"])])
+def test_what_the_integrations_read_from_a_bundle(bundle, key, modalities):
+    configs = REPO / "bundles" / bundle / "configs"
+    config, meta = (json.loads((configs / f).read_text()) for f in ("inference.json", "metadata.json"))
     assert bundle in available_bundles()
+    assert anomaly_map_key(config) == key  # the first ReconstructionErrord: ad_vae3d's second one is signed
+    assert input_modalities(config, meta) == modalities
     with pytest.raises(ValueError, match="no ReconstructionErrord"):
         anomaly_map_key({"postprocessing": {"transforms": [{"_target_": "SaveImaged"}]}})
+    meta["network_data_format"]["inputs"]["image"]["num_channels"] = 2
+    with pytest.raises(ValueError, match="must name its channels"):
+        input_modalities({}, meta)
 
 
 def test_deploy_metadata_declares_float_outputs_and_the_map():
@@ -127,21 +135,40 @@ def deploy_python() -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> Path:
-    from common.data.synthetic import PDCohortConfig, make_pd_cohort
-
-    folder, _ = make_pd_cohort(tmp_path_factory.mktemp("deploy") / "cohort", PDCohortConfig(1, 1, seed=5),
-                               progress=False)
-    return folder
+#: Per bundle: synthetic cohort kind, and the largest map value possible (inputs and sigmoid reconstructions
+#: in [0, 1]: the joint error of 2 channels is at most sqrt(2), an absolute difference at most 1).
+E2E = {"pd_ae": ("pd", np.sqrt(2)), "ad_vae3d": ("pet", 1.0)}
 
 
 @pytest.fixture(scope="module")
-def packaged(tmp_path_factory) -> tuple[Path, Path]:
-    """A seeded pd_ae checkpoint and its Deploy package (``model.ts``)."""
-    folder = tmp_path_factory.mktemp("package")
-    ckpt = seeded_checkpoint("pd_ae", folder / "model.pt")
-    return ckpt, package("pd_ae", ckpt, folder / "models")
+def cohorts(tmp_path_factory):
+    """``get(kind) -> folder`` of a synthetic cohort (1 control, 1 patient ``sub-0002``), made once per module."""
+    from common.data.synthetic import PDCohortConfig, PETCohortConfig, make_pd_cohort, make_pet_cohort
+
+    made: dict[str, Path] = {}
+
+    def get(kind: str) -> Path:
+        if kind not in made:
+            make, config = {"pd": (make_pd_cohort, PDCohortConfig), "pet": (make_pet_cohort, PETCohortConfig)}[kind]
+            made[kind], _ = make(tmp_path_factory.mktemp(kind) / "cohort", config(1, 1, seed=5), progress=False)
+        return made[kind]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory):
+    """``get(bundle) -> (checkpoint, model.ts)``: a seeded checkpoint and its Deploy package, made once."""
+    made: dict[str, tuple[Path, Path]] = {}
+
+    def get(bundle: str) -> tuple[Path, Path]:
+        if bundle not in made:
+            folder = tmp_path_factory.mktemp(bundle)
+            ckpt = seeded_checkpoint(bundle, folder / "model.pt")
+            made[bundle] = ckpt, package(bundle, ckpt, folder / "models")
+        return made[bundle]
+
+    return get
 
 
 def run_app(python: str, inputs: Path, output: Path, model: Path, cwd: Path) -> subprocess.CompletedProcess:
@@ -151,38 +178,42 @@ def run_app(python: str, inputs: Path, output: Path, model: Path, cwd: Path) -> 
 
 
 @pytest.mark.slow
-def test_deploy_app_writes_the_bundles_float_anomaly_map(deploy_python, cohort, packaged, tmp_path):
-    ckpt, model = packaged
-    subject = cohort / "sub-0002"  # the patient
+@pytest.mark.parametrize("bundle", sorted(E2E))
+def test_deploy_app_writes_the_bundles_float_anomaly_map(bundle, deploy_python, cohorts, packaged, tmp_path):
+    kind, max_value = E2E[bundle]
+    cohort = cohorts(kind)
+    ckpt, model = packaged(bundle)
+    subject = cohort / "sub-0002"  # the patient; for PET the folder also holds its ground-truth anomaly map
     done = run_app(deploy_python, subject, tmp_path / "out", model.parent, tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    written = nib.load(tmp_path / "out" / "sub-0002_error.nii.gz")
+    map_key = anomaly_map_key(json.loads((REPO / "bundles" / bundle / "configs" / "inference.json").read_text()))
+    written = nib.load(tmp_path / "out" / f"sub-0002_{map_key}.nii.gz")
     got = written.get_fdata(dtype=np.float32)
-    source = nib.load(subject / "sub-0002_FA.nii.gz")
-    assert got.shape == source.shape == (121, 145, 121)
+    source = nib.load(read_dataset(cohort / "dataset.json").select(["sub-0002"])[0]["image"][0])
+    assert got.shape == source.shape
     assert written.get_data_dtype() == np.float32
     np.testing.assert_allclose(written.affine, source.affine, rtol=0, atol=1e-6)
-    # joint error of two [0, 1] channels against a sigmoid reconstruction: within [0, sqrt(2)]
-    assert np.isfinite(got).all() and got.min() >= 0 and got.max() <= np.sqrt(2) + 1e-6
+    assert np.isfinite(got).all() and got.min() >= 0 and got.max() <= max_value + 1e-6
     assert np.count_nonzero(got != np.round(got)) > 0.9 * got.size, "the map was cast to integers"
-    print(f"\nDeploy map: shape {got.shape}, dtype {written.get_data_dtype()}, "
-          f"range [{got.min():.4f}, {got.max():.4f}]")
+    print(f"\nDeploy {bundle} map '{map_key}': shape {got.shape}, dtype {written.get_data_dtype()}, "
+          f"range [{got.min():.4g}, {got.max():.4g}]")
 
     # the bundle's own inference with the same weights writes the same map
-    infer = bundle_workflow("pd_ae", "inference.json", "infer", dataset_dir=str(cohort), ckpt_path=str(ckpt),
+    infer = bundle_workflow(bundle, "inference.json", "infer", dataset_dir=str(cohort), ckpt_path=str(ckpt),
                             output_dir=str(tmp_path / "reference"), subject_ids=["sub-0002"], num_workers=0)
     infer.initialize()
     infer.run()
     infer.finalize()
-    expected = nib.load(tmp_path / "reference" / "sub-0002" / "sub-0002_error.nii.gz")
+    expected = nib.load(tmp_path / "reference" / "sub-0002" / f"sub-0002_{map_key}.nii.gz")
     np.testing.assert_allclose(got, expected.get_fdata(dtype=np.float32), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(written.affine, expected.affine, rtol=0, atol=1e-6)
 
 
 @pytest.mark.slow
-def test_deploy_app_rejects_bad_input_naming_the_file(deploy_python, cohort, packaged, tmp_path):
-    _, model = packaged
+def test_deploy_app_rejects_bad_input_naming_the_file(deploy_python, cohorts, packaged, tmp_path):
+    cohort = cohorts("pd")
+    _, model = packaged("pd_ae")
     bad = tmp_path / "sub-bad"
     bad.mkdir()
     fa = nib.load(cohort / "sub-0001" / "sub-0001_FA.nii.gz")

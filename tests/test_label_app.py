@@ -5,9 +5,9 @@ numpy < 2) and skips, saying so, when it has not been built. Build it and run th
 
     bash integrations/label/setup_env.sh && python -m pytest -p no:xdist tests/test_label_app.py
 
-It starts ``monailabel start_server`` on 127.0.0.1 (a free port) with a seeded pd_ae checkpoint, uploads a
-synthetic patient (FA, MD as one 4D NIfTI) to ``POST /infer/pd_ae``, and compares the returned map with the
-one the bundle's own ``inference.json`` writes for the same weights.
+It starts ``monailabel start_server`` on 127.0.0.1 (a free port) serving pd_ae and ad_vae3d with seeded
+checkpoints, uploads a synthetic patient (FA, MD as one 4D NIfTI; the PET file) to ``POST /infer/<bundle>``,
+and compares the returned map with the one the bundle's own ``inference.json`` writes for the same weights.
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import bundle_workflow, write_nifti
-from test_deploy_app import seeded_checkpoint
+from test_deploy_app import E2E, cohorts, seeded_checkpoint  # noqa: F401  (cohorts: a fixture used here)
 
+from common.data import read_dataset
 from common.errors import InputDataError
 from common.transforms import LoadValidatedImage
+from integrations.bundles import anomaly_map_key
 from integrations.label.lib.bundles import select_bundles
 from integrations.label.lib.transforms import LoadStackedValidatedImage, LoadStackedValidatedImaged
 
@@ -124,38 +126,40 @@ def post_file(url: str, path: Path, timeout: float = 300) -> bytes:
         return reply.read()
 
 
-@pytest.fixture
-def server(label_python, tmp_path):
-    """A MONAI Label server on 127.0.0.1 serving pd_ae from a bundles folder with seeded weights; yields
-    ``(base_url, checkpoint)`` and stops the server afterwards."""
-    root = tmp_path / "bundles"
-    shutil.copytree(REPO / "bundles" / "pd_ae" / "configs", root / "pd_ae" / "configs")
-    (root / "pd_ae" / "models").mkdir()
-    ckpt = seeded_checkpoint("pd_ae", root / "pd_ae" / "models" / "model.pt")
-    (tmp_path / "studies").mkdir()
+@pytest.fixture(scope="module")
+def server(label_python, tmp_path_factory):
+    """A MONAI Label server on 127.0.0.1 serving the E2E bundles from a bundles folder with seeded weights;
+    yields ``(base_url, {bundle: checkpoint})`` and stops the server afterwards."""
+    tmp = tmp_path_factory.mktemp("label")
+    root, ckpts = tmp / "bundles", {}
+    for bundle in E2E:
+        shutil.copytree(REPO / "bundles" / bundle / "configs", root / bundle / "configs")
+        (root / bundle / "models").mkdir()
+        ckpts[bundle] = seeded_checkpoint(bundle, root / bundle / "models" / "model.pt")
+    (tmp / "studies").mkdir()
     port = free_port()
-    log = open(tmp_path / "server.log", "w")
+    log = open(tmp / "server.log", "w")
     cmd = [label_python, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR),
-           "--studies", str(tmp_path / "studies"), "--conf", "bundles", str(root), "--conf", "models", "pd_ae",
+           "--studies", str(tmp / "studies"), "--conf", "bundles", str(root), "--conf", "models", ",".join(E2E),
            "--host", "127.0.0.1", "--port", str(port)]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"server exited ({proc.returncode}):\n{(tmp_path / 'server.log').read_text()[-4000:]}")
+                pytest.fail(f"server exited ({proc.returncode}):\n{(tmp / 'server.log').read_text()[-4000:]}")
             try:
                 with urllib.request.urlopen(f"{base}/info/", timeout=5) as reply:
                     info = json.loads(reply.read())
                 break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 if time.monotonic() > deadline:
-                    pytest.fail(f"server not up after 180 s:\n{(tmp_path / 'server.log').read_text()[-4000:]}")
+                    pytest.fail(f"server not up after 180 s:\n{(tmp / 'server.log').read_text()[-4000:]}")
                 time.sleep(1)
-        assert "pd_ae" in info["models"] and info["trainers"] == {}
-        yield base, ckpt
+        assert set(info["models"]) == set(E2E) and info["trainers"] == {}
+        yield base, ckpts
     finally:
         proc.terminate()
         try:
@@ -166,39 +170,60 @@ def server(label_python, tmp_path):
         log.close()
 
 
+def upload_of(cohort: Path, subject: str, folder: Path) -> tuple[Path, Path]:
+    """``(file to upload, reference image)``: the subject's one file, or its channels stacked on a 4th axis."""
+    files = [Path(f) for f in read_dataset(cohort / "dataset.json").select([subject])[0]["image"]]
+    if len(files) == 1:
+        return files[0], files[0]
+    first = nib.load(files[0])
+    stacked = np.stack([nib.load(f).get_fdata(dtype=np.float32) for f in files], -1)
+    upload = folder / f"{subject}_stacked.nii.gz"
+    nib.save(nib.Nifti1Image(stacked, first.affine), upload)
+    return upload, files[0]
+
+
 @pytest.mark.slow
-def test_label_server_returns_the_bundles_float_anomaly_map(server, tmp_path):
-    from common.data.synthetic import PDCohortConfig, make_pd_cohort
+@pytest.mark.parametrize("bundle", sorted(E2E))
+def test_label_server_returns_the_bundles_float_anomaly_map(bundle, server, cohorts, tmp_path):  # noqa: F811
+    base, ckpts = server
+    kind, max_value = E2E[bundle]
+    cohort = cohorts(kind)
+    upload, reference = upload_of(cohort, "sub-0002", tmp_path)
+    source = nib.load(reference)
 
-    base, ckpt = server
-    cohort, _ = make_pd_cohort(tmp_path / "cohort", PDCohortConfig(1, 1, seed=5), progress=False)
-    fa = nib.load(cohort / "sub-0002" / "sub-0002_FA.nii.gz")
-    md = nib.load(cohort / "sub-0002" / "sub-0002_MD.nii.gz")
-    upload = tmp_path / "sub-0002_FA_MD.nii.gz"
-    nib.save(nib.Nifti1Image(np.stack([fa.get_fdata(dtype=np.float32), md.get_fdata(dtype=np.float32)], -1),
-                             fa.affine), upload)
-
-    reply = post_file(f"{base}/infer/pd_ae?output=image", upload)
+    reply = post_file(f"{base}/infer/{bundle}?output=image", upload)
     (tmp_path / "map.nii.gz").write_bytes(reply)
     returned = nib.load(tmp_path / "map.nii.gz")
     got = returned.get_fdata(dtype=np.float32)
-    assert got.shape == fa.shape == (121, 145, 121)
+    assert got.shape == source.shape
     assert returned.get_data_dtype() == np.float32
-    np.testing.assert_allclose(returned.affine, fa.affine, rtol=0, atol=1e-5)
-    assert np.isfinite(got).all() and got.min() >= 0 and got.max() <= np.sqrt(2) + 1e-6
+    np.testing.assert_allclose(returned.affine, source.affine, rtol=0, atol=1e-5)
+    assert np.isfinite(got).all() and got.min() >= 0 and got.max() <= max_value + 1e-6
     assert np.count_nonzero(got != np.round(got)) > 0.9 * got.size, "the map was cast to integers"
-    print(f"\nLabel map: shape {got.shape}, dtype {returned.get_data_dtype()}, "
-          f"range [{got.min():.4f}, {got.max():.4f}]")
 
-    summary = json.loads(post_file(f"{base}/infer/pd_ae?output=json", upload))["anomaly_map"]
-    assert summary["key"] == "error" and summary["shape"] == [121, 145, 121] and summary["dtype"] == "float32"
+    map_key = anomaly_map_key(json.loads((REPO / "bundles" / bundle / "configs" / "inference.json").read_text()))
+    summary = json.loads(post_file(f"{base}/infer/{bundle}?output=json", upload))["anomaly_map"]
+    assert summary["key"] == map_key and summary["shape"] == list(got.shape) and summary["dtype"] == "float32"
     assert summary["min"] == pytest.approx(float(got.min()), abs=1e-6)
     assert summary["max"] == pytest.approx(float(got.max()), abs=1e-6)
+    print(f"\nLabel {bundle} map '{map_key}': shape {got.shape}, dtype {returned.get_data_dtype()}, "
+          f"range [{got.min():.4g}, {got.max():.4g}]")
 
-    infer = bundle_workflow("pd_ae", "inference.json", "infer", dataset_dir=str(cohort), ckpt_path=str(ckpt),
+    infer = bundle_workflow(bundle, "inference.json", "infer", dataset_dir=str(cohort), ckpt_path=str(ckpts[bundle]),
                             output_dir=str(tmp_path / "reference"), subject_ids=["sub-0002"], num_workers=0)
     infer.initialize()
     infer.run()
     infer.finalize()
-    expected = nib.load(tmp_path / "reference" / "sub-0002" / "sub-0002_error.nii.gz")
+    expected = nib.load(tmp_path / "reference" / "sub-0002" / f"sub-0002_{map_key}.nii.gz")
     np.testing.assert_allclose(got, expected.get_fdata(dtype=np.float32), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_label_server_rejects_a_bad_upload_naming_the_problem(server, tmp_path, tiny_grid):
+    base, _ = server
+    wrong = write_nifti(tmp_path / "three_channels.nii.gz", np.zeros((121, 145, 121, 3), np.float32), np.eye(4))
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        post_file(f"{base}/infer/pd_ae?output=image", wrong)
+    body = raised.value.read().decode()
+    assert raised.value.code == 422
+    assert "expected a 4D image with 2 channels (FA, MD) on the last axis; got shape (121, 145, 121, 3)" in body

@@ -3,12 +3,13 @@
     python integrations/deploy/app.py -i INPUT -o OUTPUT -m MODEL      (in the Deploy environment)
 
 - ``MODEL``: ``model.ts`` made by ``package.py`` (or a folder holding it). The bundle (pd_ae, pd_sae,
-  ad_vae3d, ...) is whichever was packaged; its grid and modalities are read from the config inside.
+  ad_vae3d) is whichever was packaged; how to read its input comes from the config inside.
 - ``INPUT``: a folder with one NIfTI per modality of the bundle, named ``*<MODALITY>.nii[.gz]``
-  (``sub-01_FA.nii.gz``, ``sub-01_MD.nii.gz``), or the file itself for a one-modality bundle. Files are
-  validated as the bundles validate them (grid, dimensions, NaN/Inf, modality range) before any output.
-- ``OUTPUT``: receives ``<subject>_error.nii.gz``, float32, on the input grid with the input's affine:
-  the same map as the bundle's own ``inference.json`` writes.
+  (``sub-01_FA.nii.gz``, ``sub-01_MD.nii.gz``), or the file itself for a one-modality bundle (PET). The
+  bundle's own loading transforms read and validate them (grid, dimensions, NaN/Inf, modality range) before
+  anything is written.
+- ``OUTPUT``: receives ``<subject>_<map>.nii.gz`` (``error`` for pd_ae/pd_sae, ``abs_difference`` for
+  ad_vae3d), float32, on the input grid with the input's affine: the map the bundle's ``inference.json`` writes.
 """
 
 from __future__ import annotations
@@ -30,22 +31,21 @@ from monai.deploy.operators.monai_bundle_inference_operator import (  # noqa: E4
     get_bundle_config,
 )
 
-from common.data.nifti import check_header  # noqa: E402
 from common.errors import InputDataError  # noqa: E402
-from integrations.bundles import anomaly_map_key  # noqa: E402
+from integrations.bundles import anomaly_map_key, input_modalities, is_loader  # noqa: E402
 from integrations.deploy.inputs import find_subject_files, model_file  # noqa: E402
 from integrations.deploy.operators import (  # noqa: E402
     AnomalyBundleInferenceOperator,
+    BundleLoaderOperator,
     NiftiMapWriterOperator,
-    ValidatedNiftiLoaderOperator,
 )
 
 __all__ = ["AnomalyMapApp", "main"]
 
 
 class AnomalyMapApp(Application):
-    """Validated NIfTI loader -> ``MonaiBundleInferenceOperator`` (the bundle's inferer and post-processing)
-    -> float32 NIfTI writer of the anomaly map."""
+    """The bundle's loader -> ``MonaiBundleInferenceOperator`` (the bundle's pre-processing, inferer and
+    post-processing) -> float32 NIfTI writer of the anomaly map."""
 
     def compose(self):
         app_context: AppContext = Application.init_app_context(self.argv)
@@ -53,20 +53,21 @@ class AnomalyMapApp(Application):
         if str(model) != str(app_context.model_path):  # a folder: the SDK's model factory wants the file here
             app_context.update({"model": str(model)})
         parser = get_bundle_config(str(model), ["inference"])
-        grid, modalities = parser["grid"], list(parser["modalities"])
-        map_key = anomaly_map_key(parser.get())
-        outputs = list(parser["_meta_"]["network_data_format"]["outputs"])
+        config, meta = parser.get(), parser["_meta_"]
+        map_key = anomaly_map_key(config)
+        outputs = list(meta["network_data_format"]["outputs"])
         if map_key not in outputs:
             raise InputDataError(model, f"packaged without the '{map_key}' output: repackage with package.py")
+        loaders = [t for t in parser.get_parsed_content("preprocessing").transforms if is_loader(t)]
+        if not loaders:
+            raise InputDataError(model, "the bundle's preprocessing has no Load* transform to read files with")
 
-        # Fail before the graph runs: the files exist, are NIfTI, and lie on the bundle's grid.
+        modalities = input_modalities(config, meta)
         files, subject = find_subject_files(app_context.input_path, modalities)
-        for f in files:
-            check_header(f, grid)
-        logging.info("subject %s: %s (%s on %s)", subject, [str(f) for f in files], ", ".join(modalities), grid)
+        logging.info("subject %s: %s (%s)", subject, [str(f) for f in files], ", ".join(modalities))
 
-        loader = ValidatedNiftiLoaderOperator(self, CountCondition(self, 1), files=files, grid=grid,
-                                              modalities=modalities, subject_id=subject, name="loader")
+        loader = BundleLoaderOperator(self, CountCondition(self, 1), files=files, loaders=loaders,
+                                      subject_id=subject, name="loader")
         infer = AnomalyBundleInferenceOperator(
             self,
             input_mapping=[IOMapping("image", Image, IOType.IN_MEMORY)],

@@ -1,10 +1,10 @@
 """MONAI Deploy operators that serve a bundle's voxel anomaly map: validated NIfTI in, float NIfTI out.
 
-The pipeline is ``ValidatedNiftiLoaderOperator -> AnomalyBundleInferenceOperator -> NiftiMapWriterOperator``:
+The pipeline is ``BundleLoaderOperator -> AnomalyBundleInferenceOperator -> NiftiMapWriterOperator``:
 
-- the loader reads one subject's channel files with the bundles' own validation
-  (:class:`common.transforms.LoadValidatedImage`: grid, dimensions, finite values, modality range) and keeps
-  the affine in the SDK ``Image``'s metadata (the SDK's ``NiftiDataLoader`` drops it);
+- the loader reads one subject's files with the bundle's own loading transforms, which validate them (grid,
+  dimensions, finite values, modality range), and keeps the affine in the SDK ``Image``'s metadata (the SDK's
+  ``NiftiDataLoader`` drops it);
 - the inference operator is the SDK's ``MonaiBundleInferenceOperator``: it runs the bundle's own inferer
   (``SliceInferer`` for pd_ae, the patch reassembly inferer for pd_sae, ...) and post-processing
   (``ReconstructionErrord``), so the map is the one the bundle's ``inference.json`` writes;
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -22,28 +23,26 @@ import numpy as np
 from monai.deploy.core import ConditionType, Fragment, Image, Operator, OperatorSpec
 from monai.deploy.operators.monai_bundle_inference_operator import MonaiBundleInferenceOperator, filter_compose
 
-from common.transforms import SUBJECT_ID, LoadValidatedImage
+from common.transforms import SUBJECT_ID
+from integrations.bundles import LOADER_PREFIX
 
-__all__ = ["ValidatedNiftiLoaderOperator", "AnomalyBundleInferenceOperator", "NiftiMapWriterOperator",
-           "BUNDLE_LOADERS"]
-
-#: Loading transforms of this project's bundles. The SDK drops ``LoadImage``/``SaveImage`` from a bundle's
-#: transforms because operators do the I/O; the loader operator does exactly what these do, so they go too.
-BUNDLE_LOADERS = ["LoadValidatedImage"]
+__all__ = ["BundleLoaderOperator", "AnomalyBundleInferenceOperator", "NiftiMapWriterOperator"]
 
 
-class ValidatedNiftiLoaderOperator(Operator):
-    """Loads one subject (one NIfTI per modality) onto the bundle's grid and emits it as an SDK ``Image``.
+class BundleLoaderOperator(Operator):
+    """Loads one subject with the bundle's own loading transforms and emits it as an SDK ``Image``.
 
-    Named output ``image``: ``Image`` of a (C, X, Y, Z) float32 array in RAS whose metadata holds ``affine``,
-    ``original_affine``, ``spacing`` and ``subject_id`` (what ``MonaiBundleInferenceOperator`` turns back
-    into a ``MetaTensor``).
+    The transforms are the ``Load*`` head of the bundle's pre-processing (``LoadValidatedImaged`` for pd_ae and
+    pd_sae, ``LoadPETImaged`` for ad_vae3d): they validate every file (grid, dimensions, finite values,
+    modality range) and raise ``InputDataError`` naming it. Named output ``image``: ``Image`` of a
+    (C, X, Y, Z) float32 array in RAS whose metadata holds ``affine``, ``original_affine``, ``spacing`` and
+    ``subject_id`` (what ``MonaiBundleInferenceOperator`` turns back into a ``MetaTensor``).
     """
 
-    def __init__(self, fragment: Fragment, *args, files: list[str], grid: str, modalities: list[str],
+    def __init__(self, fragment: Fragment, *args, files: list[str], loaders: list[Callable[[dict], dict]],
                  subject_id: str, **kwargs) -> None:
         self.files = [str(f) for f in files]
-        self.loader = LoadValidatedImage(grid, modalities)
+        self.loaders = loaders
         self.subject_id = subject_id
         super().__init__(fragment, *args, **kwargs)
 
@@ -51,21 +50,24 @@ class ValidatedNiftiLoaderOperator(Operator):
         spec.output("image")
 
     def compute(self, op_input, op_output, context):
-        volume = self.loader(self.files)  # raises InputDataError naming the file
+        data = {"image": self.files if len(self.files) > 1 else self.files[0], "id": self.subject_id}
+        for load in self.loaders:  # not Compose: its RuntimeError wrapper would hide the InputDataError
+            data = load(data)
+        volume = data["image"]
         affine = volume.affine.numpy()
         meta = dict(volume.meta)
         meta.update({"affine": affine, "original_affine": affine.copy(), SUBJECT_ID: self.subject_id,
                      "spacing": np.sqrt((affine[:3, :3] ** 2).sum(axis=0))})
-        logging.getLogger(__name__).info("loaded %s: %s on %s", self.subject_id, tuple(volume.shape),
-                                         self.loader.grid.name)
+        logging.getLogger(__name__).info("loaded %s: %s", self.subject_id, tuple(volume.shape))
         op_output.emit(Image(volume.numpy(), metadata=meta), "image")
 
 
 class AnomalyBundleInferenceOperator(MonaiBundleInferenceOperator):
     """``MonaiBundleInferenceOperator`` for this project's bundles.
 
-    Two changes: the bundles load with ``LoadValidatedImaged``, which the SDK does not recognise as a
-    loader, so it is filtered out of the pre-processing like the SDK filters ``LoadImage``; and outputs may
+    Two changes: the bundles load with their own ``Load*`` transforms, which the SDK does not recognise as
+    loaders; ``BundleLoaderOperator`` runs them, so they are filtered out of the pre-processing as the SDK
+    filters ``LoadImage`` (``ScaleIntensityd`` of ad_vae3d and the like stay here); and outputs may
     stay unconnected (an app that writes only the anomaly map leaves ``pred`` open, which would otherwise
     stop the operator from ever running). Every other transform, the inferer and the post-processing come
     from the bundle's config unchanged. Outputs must be
@@ -80,7 +82,7 @@ class AnomalyBundleInferenceOperator(MonaiBundleInferenceOperator):
             spec.output(v.label).condition(ConditionType.NONE)
 
     def pre_process(self, data, *args, **kwargs):
-        self._preproc = filter_compose(self._preproc, BUNDLE_LOADERS)
+        self._preproc = filter_compose(self._preproc, [LOADER_PREFIX])
         return super().pre_process(data, *args, **kwargs)
 
 

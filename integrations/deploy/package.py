@@ -61,8 +61,11 @@ def package(bundle: str = "pd_ae", ckpt: str | os.PathLike | None = None, out: s
     if not ckpt.is_file():
         raise InputDataError(ckpt, f"file not found (trained weights of {bundle}: train the bundle or pass --ckpt)")
     config = json.loads((configs / "inference.json").read_text())
-    meta = deploy_metadata(json.loads((configs / "metadata.json").read_text()), anomaly_map_key(config),
-                           list(get_grid(config["grid"]).shape))
+    meta = json.loads((configs / "metadata.json").read_text())
+    # the map lies on the input volume: the config's grid, else the (3D) network input's shape
+    network_input = meta["network_data_format"]["inputs"]["image"]["spatial_shape"]
+    shape = get_grid(config["grid"]).shape if "grid" in config else network_input
+    meta = deploy_metadata(meta, anomaly_map_key(config), list(shape))
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
