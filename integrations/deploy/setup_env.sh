@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The MONAI Deploy environment: a virtual environment with monai-deploy-app-sdk 4.0.0 (holoscan), pydicom and
 # highdicom that reuses this project's interpreter packages (torch CPU, monai, nibabel, common), so nothing
-# heavy is installed twice. Built once (about 30 s with a warm pip cache), then reused; prints its python.
+# heavy is installed twice. Built once (25 s with a warm pip cache, 40 s without; 0.5 GB), then reused;
+# prints its python.
 #
 #   bash integrations/deploy/setup_env.sh            # build or reuse; last line: the environment's python
 #   bash integrations/deploy/setup_env.sh --path     # only print where it is (or would be)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The MONAI Label environment: a virtual environment of its own (NOT the project's: monailabel 0.8.5 needs
-# numpy < 2) with monailabel 0.8.5, torch 2.13 (CPU wheel where offered) and what the bundles' inference
-# imports. Built once (several minutes, about 3.7 GB), then reused; prints its python.
+# numpy < 2) with monailabel 0.8.5, torch 2.13 (the CUDA build, which runs on CPU) and what the bundles' inference
+# imports. Built once (about 7 min on 2 cores, 7.5 GB: PyPI's CUDA torch, see requirements.txt), then reused;
+# prints its python.
 #
 #   bash integrations/label/setup_env.sh            # build or reuse; last line: the environment's python
 #   bash integrations/label/setup_env.sh --path     # only print where it is (or would be)
