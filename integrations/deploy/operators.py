@@ -63,16 +63,17 @@ class BundleLoaderOperator(Operator):
 
 
 class AnomalyBundleInferenceOperator(MonaiBundleInferenceOperator):
-    """``MonaiBundleInferenceOperator`` for this project's bundles.
+    """``MonaiBundleInferenceOperator`` for this project's bundles, with two changes.
 
-    Two changes: the bundles load with their own ``Load*`` transforms, which the SDK does not recognise as
-    loaders; ``BundleLoaderOperator`` runs them, so they are filtered out of the pre-processing as the SDK
-    filters ``LoadImage`` (``ScaleIntensityd`` of ad_vae3d and the like stay here); and outputs may
-    stay unconnected (an app that writes only the anomaly map leaves ``pred`` open, which would otherwise
-    stop the operator from ever running). Every other transform, the inferer and the post-processing come
-    from the bundle's config unchanged. Outputs must be
-    declared ``"series"`` in the packaged metadata (``package.py`` does it): an ``"image"`` output is cast to
-    uint8 by the SDK, which would destroy a float anomaly map.
+    - The bundles load with their own ``Load*`` transforms, which the SDK does not recognise as loaders:
+      ``BundleLoaderOperator`` runs them, so they are filtered out of the pre-processing as the SDK filters
+      ``LoadImage`` (ad_vae3d's ``ScaleIntensityd`` and the like stay).
+    - Outputs may stay unconnected: an app that writes only the anomaly map leaves ``pred`` open, which would
+      otherwise keep the operator from ever running.
+
+    The inferer and the post-processing come from the bundle's config unchanged. Outputs must be declared
+    ``"series"`` in the packaged metadata (``package.py`` does it): the SDK casts an ``"image"`` output to
+    uint8, which would destroy a float anomaly map.
     """
 
     def setup(self, spec: OperatorSpec):
