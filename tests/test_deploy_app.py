@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import bundle_workflow
+from test_torchscript_export import seeded_network
 
 from common.data import read_dataset
 from common.errors import InputDataError
@@ -34,20 +35,40 @@ APP = REPO / "integrations" / "deploy" / "app.py"
 
 
 def seeded_checkpoint(bundle: str, path: Path, seed: int = 0) -> Path:
-    """``network_def`` of the bundle's inference config, seeded, with seeded BatchNorm statistics too (so
-    buffers must travel through the export), saved as a plain state dict."""
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(str(REPO / "bundles" / bundle / "configs" / "inference.json"))
-    torch.manual_seed(seed)
-    net = parser.get_parsed_content("network_def")
-    with torch.no_grad():
-        for name, buf in net.named_buffers():
-            if buf.is_floating_point():
-                buf.copy_(torch.rand_like(buf) + 0.5 if name.endswith("running_var") else torch.randn_like(buf) * 0.1)
-    torch.save(net.state_dict(), path)
+    """The bundle's seeded ``network_def`` (BatchNorm statistics seeded too, so buffers must travel through the
+    export), saved as a plain state dict."""
+    torch.save(seeded_network(REPO / "bundles" / bundle / "configs", seed).state_dict(), path)
     return path
+
+
+def map_key_of(bundle: str) -> str:
+    return anomaly_map_key(json.loads((REPO / "bundles" / bundle / "configs" / "inference.json").read_text()))
+
+
+def assert_is_the_bundles_map(served: nib.Nifti1Image, bundle: str, cohort: Path, ckpt: Path, tmp_path: Path,
+                              server: str) -> np.ndarray:
+    """``served`` (the map of the cohort's ``sub-0002``) is float32, on the subject's grid with its affine, in
+    [0, E2E max], not cast to integers, and equal to the map the bundle's own ``inference.json`` writes for the
+    same weights. Prints its figures; returns its values."""
+    got = served.get_fdata(dtype=np.float32)
+    source = nib.load(read_dataset(cohort / "dataset.json").select(["sub-0002"])[0]["image"][0])
+    assert got.shape == source.shape
+    assert served.get_data_dtype() == np.float32
+    np.testing.assert_allclose(served.affine, source.affine, rtol=0, atol=1e-5)
+    assert np.isfinite(got).all() and got.min() >= 0 and got.max() <= E2E[bundle][1] + 1e-6
+    assert np.count_nonzero(got != np.round(got)) > 0.9 * got.size, "the map was cast to integers"
+    print(f"\n{server} {bundle} map '{map_key_of(bundle)}': shape {got.shape}, dtype {served.get_data_dtype()}, "
+          f"range [{got.min():.4g}, {got.max():.4g}]")
+
+    infer = bundle_workflow(bundle, "inference.json", "infer", dataset_dir=str(cohort), ckpt_path=str(ckpt),
+                            output_dir=str(tmp_path / "reference"), subject_ids=["sub-0002"], num_workers=0)
+    infer.initialize()
+    infer.run()
+    infer.finalize()
+    expected = nib.load(tmp_path / "reference" / "sub-0002" / f"sub-0002_{map_key_of(bundle)}.nii.gz")
+    np.testing.assert_allclose(got, expected.get_fdata(dtype=np.float32), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(served.affine, expected.affine, rtol=0, atol=1e-5)
+    return got
 
 
 # ---------------------------------------------------------------------------------------------- unit tests
@@ -180,34 +201,13 @@ def run_app(python: str, inputs: Path, output: Path, model: Path, cwd: Path) -> 
 @pytest.mark.slow
 @pytest.mark.parametrize("bundle", sorted(E2E))
 def test_deploy_app_writes_the_bundles_float_anomaly_map(bundle, deploy_python, cohorts, packaged, tmp_path):
-    kind, max_value = E2E[bundle]
-    cohort = cohorts(kind)
+    cohort = cohorts(E2E[bundle][0])
     ckpt, model = packaged(bundle)
     subject = cohort / "sub-0002"  # the patient; for PET the folder also holds its ground-truth anomaly map
     done = run_app(deploy_python, subject, tmp_path / "out", model.parent, tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
-    map_key = anomaly_map_key(json.loads((REPO / "bundles" / bundle / "configs" / "inference.json").read_text()))
-    written = nib.load(tmp_path / "out" / f"sub-0002_{map_key}.nii.gz")
-    got = written.get_fdata(dtype=np.float32)
-    source = nib.load(read_dataset(cohort / "dataset.json").select(["sub-0002"])[0]["image"][0])
-    assert got.shape == source.shape
-    assert written.get_data_dtype() == np.float32
-    np.testing.assert_allclose(written.affine, source.affine, rtol=0, atol=1e-6)
-    assert np.isfinite(got).all() and got.min() >= 0 and got.max() <= max_value + 1e-6
-    assert np.count_nonzero(got != np.round(got)) > 0.9 * got.size, "the map was cast to integers"
-    print(f"\nDeploy {bundle} map '{map_key}': shape {got.shape}, dtype {written.get_data_dtype()}, "
-          f"range [{got.min():.4g}, {got.max():.4g}]")
-
-    # the bundle's own inference with the same weights writes the same map
-    infer = bundle_workflow(bundle, "inference.json", "infer", dataset_dir=str(cohort), ckpt_path=str(ckpt),
-                            output_dir=str(tmp_path / "reference"), subject_ids=["sub-0002"], num_workers=0)
-    infer.initialize()
-    infer.run()
-    infer.finalize()
-    expected = nib.load(tmp_path / "reference" / "sub-0002" / f"sub-0002_{map_key}.nii.gz")
-    np.testing.assert_allclose(got, expected.get_fdata(dtype=np.float32), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(written.affine, expected.affine, rtol=0, atol=1e-6)
+    written = nib.load(tmp_path / "out" / f"sub-0002_{map_key_of(bundle)}.nii.gz")
+    assert_is_the_bundles_map(written, bundle, cohort, ckpt, tmp_path, "Deploy")
 
 
 @pytest.mark.slow
