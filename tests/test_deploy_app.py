@@ -90,6 +90,24 @@ def test_what_the_integrations_read_from_a_bundle(bundle, key, modalities):
         input_modalities({}, meta)
 
 
+def pins(path: Path) -> dict[str, str]:
+    """``name -> version`` of the ``name==version`` lines of a requirements file."""
+    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+    return dict(line.split("==", 1) for line in lines if "==" in line and "===" not in line)
+
+
+def test_integration_environments_pin_the_projects_versions():
+    """Deploy carries its own monai (beside monai.deploy), Label a whole environment: a package pinned both here
+    and at the root must be the version the bundles are tested with, or a root upgrade would leave them behind.
+    Label's numpy (< 2) and torch (CUDA build) differ on purpose."""
+    root = pins(REPO / "requirements.txt")
+    for path in ("integrations/deploy/requirements-local.txt", "integrations/label/requirements.txt"):
+        pinned = pins(REPO / path)
+        assert "monai" in pinned
+        for name in sorted(set(pinned) & set(root) - {"numpy", "torch"}):
+            assert pinned[name] == root[name], f"{path}: {name}=={pinned[name]}, requirements.txt: {root[name]}"
+
+
 def test_deploy_metadata_declares_float_outputs_and_the_map():
     meta = json.loads((REPO / "bundles" / "pd_ae" / "configs" / "metadata.json").read_text())
     out = deploy_metadata(meta, "error", [121, 145, 121])
