@@ -204,7 +204,7 @@ def test_label_server_returns_the_bundles_float_anomaly_map(bundle, server, coho
 
 
 @pytest.mark.slow
-def test_label_server_rejects_a_bad_upload_naming_the_problem(server, tmp_path, tiny_grid):
+def test_label_server_rejects_a_bad_upload_naming_the_problem(server, tmp_path):
     base, _ = server
     wrong = write_nifti(tmp_path / "three_channels.nii.gz", np.zeros((121, 145, 121, 3), np.float32), np.eye(4))
     with pytest.raises(urllib.error.HTTPError) as raised:
