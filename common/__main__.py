@@ -68,14 +68,24 @@ def _commands() -> dict:
 
         def pet(self, dataset_dir: str | None = None, out: str | None = None, split: int = 0, seed: int = 0,
                 n_val: int = 3, epochs: int | None = None, learning_rate: float | None = None,
-                batch_size: int | None = None, progress: bool = True):
+                batch_size: int | None = None, short_schedule: bool = False, progress: bool = True):
             """AD paper protocol: train ad_vae3d on SPLIT, then the simulation-based evaluation (degree sweep,
-            six dementias, CN vs AD, voxel detection) under OUT/split_XX/eval. A killed run resumes."""
-            from common.evaluation.experiment import run_pet_experiment
+            six dementias, CN vs AD, voxel detection) under OUT/split_XX/eval. A killed run resumes.
+            --short_schedule True trains with the bundle's short CPU recipe (minutes; DEMO_VAE_OVERRIDES) instead
+            of the paper's schedule; --epochs / --learning_rate / --batch_size still override it."""
+            from common.evaluation.experiment import (
+                DEMO_VAE_OVERRIDES,
+                run_pet_experiment,
+            )
 
+            overrides = dict(DEMO_VAE_OVERRIDES) if short_schedule else {}
+            for key, value in (("epochs", epochs), ("learning_rate", learning_rate)):
+                if value is not None:
+                    overrides.pop(key, None)  # the explicit argument wins over the recipe
+            if batch_size is not None:
+                overrides["batch_size"] = int(batch_size)
             run_pet_experiment(dataset_dir=dataset_dir, out=out, split=split, seed=seed, n_val=n_val, epochs=epochs,
-                               learning_rate=learning_rate, progress=progress,
-                               overrides=None if batch_size is None else {"batch_size": int(batch_size)})
+                               learning_rate=learning_rate, progress=progress, overrides=overrides or None)
 
         def compare(self, runs: str = "outputs/experiments/pd_ae,outputs/experiments/pd_sae",
                     out: str = "outputs/experiments/compare"):

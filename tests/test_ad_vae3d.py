@@ -274,3 +274,170 @@ def test_inference_without_weights_fails_before_work(small_pet, tmp_path):
         cause = cause.__cause__
     assert any("model.pt: file not found" in c for c in causes), causes
     assert not (tmp_path / "eval").exists()
+
+
+# ------------------------------------------------------------------------ short-schedule training options
+
+
+def test_warmup_cosine_factor_against_hand_values():
+    from common.engines import WarmupCosineFactor
+
+    f = WarmupCosineFactor(warmup_iterations=4, total_iterations=9, final_fraction=0.1)
+    # warm-up (i + 1) / 4, then a half cosine over iterations 4..8 from 1 to 0.1: progress (i - 4) / 4
+    expected = [0.25, 0.5, 0.75, 1.0, 1.0, 0.1 + 0.9 * (1 + np.cos(np.pi / 4)) / 2, 0.55,
+                0.1 + 0.9 * (1 + np.cos(3 * np.pi / 4)) / 2, 0.1, 0.1, 0.1]
+    np.testing.assert_allclose([f(i) for i in range(11)], expected, rtol=0, atol=1e-12)
+    assert [WarmupCosineFactor()(i) for i in (0, 1, 1000)] == [1.0, 1.0, 1.0]  # the paper's constant rate
+    assert [WarmupCosineFactor(3)(i) for i in range(5)] == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="must exceed"):
+        WarmupCosineFactor(5, 5)
+    with pytest.raises(ValueError, match="final_fraction"):
+        WarmupCosineFactor(0, 10, 1.5)
+
+
+def test_kl_warmup_weight_against_hand_values():
+    from common.losses.vae import kl_warmup_weight
+
+    assert [kl_warmup_weight(i, 4) for i in range(7)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert kl_warmup_weight(0, 0) == kl_warmup_weight(50, 0) == 1.0
+    with pytest.raises(ValueError):
+        kl_warmup_weight(-1, 4)
+
+
+def test_output_bias_init_starts_the_output_at_the_mean_intensity():
+    from common.networks import mean_intensity
+
+    rng = np.random.default_rng(8)
+    data = [{"image": rng.random((1, 4, 5, 6)) ** 3} for _ in range(3)]
+    m = mean_intensity(data)
+    assert m == pytest.approx(np.mean([d["image"] for d in data]), rel=1e-12)  # numpy reference
+    torch.manual_seed(9)
+    net = tiny_vae(output_bias_init=m).eval()
+    last = net.decoder[-1][0]
+    assert last.bias.item() == pytest.approx(np.log(m / (1 - m)), rel=1e-6)
+    with torch.no_grad():
+        last.weight.zero_()  # the bias alone decides the output: every voxel at the mean
+        out = net.reconstruct(torch.rand(2, 1, *TINY_SHAPE))
+    torch.testing.assert_close(out, torch.full_like(out, m))
+    default = tiny_vae()  # without the option: PyTorch's initialisation, |bias| <= 1/sqrt(fan_in)
+    assert abs(default.decoder[-1][0].bias.item()) <= 1 / np.sqrt(4 * 27)
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match=r"in \(0, 1\)"):
+            tiny_vae(output_bias_init=bad)
+
+
+def test_batchnorm_momentum_is_set_on_every_batchnorm_and_changes_no_parameter():
+    torch.manual_seed(10)
+    default, fast = tiny_vae(), tiny_vae(batchnorm_momentum=0.5)
+    bns = [m for m in fast.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    assert len(bns) == 5 and {m.momentum for m in bns} == {0.5}
+    assert {m.momentum for m in default.modules() if isinstance(m, torch.nn.BatchNorm3d)} == {0.1}
+    assert [p.shape for p in default.parameters()] == [p.shape for p in fast.parameters()]
+    # running mean after one training forward: (1 - momentum) * 0 + momentum * batch mean
+    x = torch.rand(2, 1, *TINY_SHAPE)
+    fast.train()
+    with torch.no_grad():
+        fast(x)
+        first_conv = fast.encoder[0][0](x)
+    torch.testing.assert_close(bns[0].running_mean, 0.5 * first_conv.mean(dim=(0, 2, 3, 4)))
+    with pytest.raises(ValueError, match="batchnorm_momentum"):
+        tiny_vae(batchnorm_momentum=0.0)
+
+
+def test_latent_head_learning_rate_scale_on_adams_first_step():
+    from common.networks import vae_parameter_groups
+
+    torch.manual_seed(11)
+    net = tiny_vae()
+    groups = vae_parameter_groups(torch.nn.DataParallel(net), 1e-2, 1e-3)  # a wrapper is looked through
+    heads = {id(p) for layer in (net.mu, net.logvar) for p in layer.parameters()}
+    assert [len(g["params"]) for g in groups] == [len(list(net.parameters())) - 4, 4]
+    assert {id(p) for p in groups[1]["params"]} == heads
+    assert sorted(map(id, groups[0]["params"] + groups[1]["params"])) == sorted(map(id, net.parameters()))
+    assert vae_parameter_groups(net, 1e-2) == [{"params": list(net.parameters()), "lr": 1e-2}]  # plain Adam
+    # Adam's first step moves each weight by lr * g / (|g| + eps) ~ lr: 1e-2 in the body, 1e-5 in the heads
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    opt = torch.optim.Adam(groups, eps=1e-12)
+    recon, mu, logvar = net.train()(torch.rand(2, 1, *TINY_SHAPE))
+    VAELoss()((recon, mu, logvar), torch.rand(2, 1, *TINY_SHAPE)).backward()
+    opt.step()
+    for name, p in net.named_parameters():
+        moved = (p.detach() - before[name]).abs()
+        expected = 1e-5 if name.startswith(("mu.", "logvar.")) else 1e-2
+        moved = moved[moved > 0]  # weights without gradient (dead ReLU paths) do not move
+        torch.testing.assert_close(moved, torch.full_like(moved, expected), rtol=1e-3, atol=0)
+    with pytest.raises(TypeError, match="VAE3d"):
+        vae_parameter_groups(torch.nn.Linear(2, 2), 1e-3)
+
+
+def test_kl_warmup_and_lr_schedule_handlers_in_a_trainer():
+    from ignite.engine import Events
+    from monai.handlers import LrScheduleHandler
+
+    from common.engines import (
+        KL_LOSS,
+        RECON_LOSS,
+        KLWarmupHandler,
+        VAETrainer,
+        WarmupCosineFactor,
+        prepare_reconstruction_batch,
+    )
+
+    torch.manual_seed(12)
+    net = tiny_vae()
+    loader = torch.utils.data.DataLoader([{"image": torch.rand(1, *TINY_SHAPE)} for _ in range(4)], batch_size=2)
+    loss = VAELoss(beta=0.5)
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    factor = WarmupCosineFactor(2, 6, 0.0)
+    trainer = VAETrainer(device="cpu", max_epochs=3, train_data_loader=loader, network=net, optimizer=opt,
+                         loss_function=loss, prepare_batch=prepare_reconstruction_batch, decollate=False,
+                         train_handlers=[LrScheduleHandler(torch.optim.lr_scheduler.LambdaLR(opt, factor), epoch_level=False,
+                                                            print_lr=False),
+                                         KLWarmupHandler(loss, warmup_iterations=4)])
+    seen = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(
+        (loss.beta, opt.param_groups[0]["lr"], e.state.output["loss"].item(), e.state.output[RECON_LOSS].item(),
+         e.state.output[KL_LOSS].item())))
+    lrs = []
+    trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: lrs.append(opt.param_groups[0]["lr"]))
+    trainer.run()
+    assert [s[0] for s in seen] == [0.0, 0.125, 0.25, 0.375, 0.5, 0.5]  # 0.5 * i / 4, capped
+    for beta, _, total, recon, kl in seen:  # the optimised loss used the scheduled beta
+        assert total == pytest.approx(recon + beta * kl, rel=1e-5)
+    np.testing.assert_allclose(lrs, [1e-3 * factor(i) for i in range(6)], rtol=1e-12)
+    assert lrs[0] == pytest.approx(5e-4) and lrs[-1] == pytest.approx(0.0, abs=1e-18)
+
+
+def test_train_config_defaults_are_the_paper_schedule_and_the_demo_recipe_is_wired(small_pet, tmp_path):
+    from conftest import bundle_workflow
+
+    from common.evaluation.experiment import DEMO_VAE_OVERRIDES
+    from common.networks import mean_intensity
+
+    narrow = {"network_def#channels": [4, 8, 8], "network_def#decoder_channels": [8, 8, 4], "network_def#latent_size": 8}
+    base = {"dataset_dir": str(small_pet), "bundle_root": str(tmp_path), "n_val": 1, "progress": False, "cache_workers": 1,
+            **narrow}
+    paper = bundle_workflow("ad_vae3d", "train.json", "train", **base)
+    paper.initialize()
+    parse = paper.parser.get_parsed_content
+    opt, net = parse("optimizer"), parse("network")
+    assert len(opt.param_groups) == 1 and opt.param_groups[0]["lr"] == 1e-5 and opt.param_groups[0]["betas"] == (0.9, 0.999)
+    factor = parse("lr_scheduler").lr_lambdas[0]
+    assert [factor(i) for i in (0, 1, 10**6)] == [1.0, 1.0, 1.0]  # constant rate
+    kl = parse("train#handlers")[2]
+    assert kl.warmup == 0 and kl.beta == 1.0
+    assert {m.momentum for m in net.modules() if isinstance(m, torch.nn.BatchNorm3d)} == {0.1}
+
+    demo = bundle_workflow("ad_vae3d", "train.json", "train", **{**base, **DEMO_VAE_OVERRIDES})
+    demo.initialize()
+    parse = demo.parser.get_parsed_content
+    opt, net = parse("optimizer"), parse("network")
+    lr, scale = DEMO_VAE_OVERRIDES["learning_rate"], DEMO_VAE_OVERRIDES["latent_head_lr_scale"]
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([lr, lr * scale])
+    assert {id(p) for p in opt.param_groups[1]["params"]} == {id(p) for m in (net.mu, net.logvar) for p in m.parameters()}
+    factor = parse("lr_scheduler").lr_lambdas[0]
+    total = DEMO_VAE_OVERRIDES["epochs"] * len(parse("train#dataloader"))  # 2 volumes at batch 2: one step per epoch
+    assert factor.warmup == DEMO_VAE_OVERRIDES["lr_warmup_iterations"] and factor.total == total
+    m = mean_intensity(parse("train#dataset"))
+    assert net.decoder[-1][0].bias.item() == pytest.approx(np.log(m / (1 - m)), rel=1e-5)
+    assert {b.momentum for b in net.modules() if isinstance(b, torch.nn.BatchNorm3d)} == {DEMO_VAE_OVERRIDES["batchnorm_momentum"]}

@@ -15,7 +15,14 @@ from pathlib import Path
 
 from common.evaluation.pd import aggregate_splits, write_split_aggregates
 
-__all__ = ["run_pd_experiment", "run_pet_experiment", "compare_experiments", "bundle_configs", "PD_BUNDLES"]
+__all__ = [
+    "DEMO_VAE_OVERRIDES",
+    "PD_BUNDLES",
+    "bundle_configs",
+    "compare_experiments",
+    "run_pd_experiment",
+    "run_pet_experiment",
+]
 
 PD_BUNDLES = ("pd_ae", "pd_sae")
 _REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
@@ -84,6 +91,21 @@ def run_pd_experiment(bundle: str = "pd_ae", dataset_dir: str | None = None, out
                "seconds_per_split": (sum(timings) / len(timings)) if timings else None}
     _print_aggregate(bundle, rows, splits)
     return summary
+
+
+#: ad_vae3d's short CPU schedule (bundles/ad_vae3d/docs/README.md, "Short CPU schedule"): the paper's
+#: architecture and loss, trained for minutes instead of hours. Pass as ``overrides`` to
+#: :func:`run_pet_experiment` (``python -m common experiment pet --short_schedule True``).
+DEMO_VAE_OVERRIDES = {
+    "epochs": 24,
+    "batch_size": 2,                 # 6 steps per epoch on the demo's 12 training controls
+    "learning_rate": 1e-3,
+    "latent_head_lr_scale": 1e-3,    # mu / log-variance layers (153,600 inputs each) at 1e-6
+    "lr_warmup_iterations": 6,
+    "lr_cosine_decay": True,         # to 0 at the last iteration
+    "batchnorm_momentum": 0.5,       # eval-mode statistics follow the fast-moving weights
+    "output_bias_init": True,        # sigmoid output starts at the mean training intensity
+}
 
 
 def run_pet_experiment(dataset_dir: str | None = None, out: str | Path | None = None, split: int = 0,

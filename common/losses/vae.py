@@ -22,7 +22,7 @@ from typing import NamedTuple
 import torch
 from torch.nn.modules.loss import _Loss
 
-__all__ = ["VAELoss", "VAELossTerms", "gaussian_kl"]
+__all__ = ["VAELoss", "VAELossTerms", "gaussian_kl", "kl_warmup_weight"]
 
 
 class VAELossTerms(NamedTuple):
@@ -38,10 +38,19 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return -0.5 * torch.sum(1.0 + logvar - mu.pow(2) - logvar.exp(), dim=tuple(range(1, mu.ndim)))
 
 
+def kl_warmup_weight(iteration: int, warmup_iterations: int) -> float:
+    """Weight of the KL term at training iteration ``iteration`` (0-based) under a linear KL warm-up:
+    ``iteration / warmup_iterations`` up to 1 (0 at the first iteration), 1 when ``warmup_iterations`` is 0."""
+    if iteration < 0 or warmup_iterations < 0:
+        raise ValueError(f"iteration and warmup_iterations must be >= 0, got {iteration}, {warmup_iterations}")
+    return 1.0 if warmup_iterations == 0 else min(1.0, iteration / warmup_iterations)
+
+
 class VAELoss(_Loss):
     """``prediction = (reconstruction, mu, logvar)`` from :class:`~common.networks.VAE3d`, ``target`` the
     input. ``forward`` returns the scalar loss; :meth:`terms` also returns the reconstruction and KL
-    terms, for logging them separately."""
+    terms, for logging them separately. ``beta`` is an attribute, so a schedule can change it between
+    iterations (:class:`~common.engines.vae.KLWarmupHandler`)."""
 
     def __init__(self, beta: float = 1.0, reduction: str = "sum"):
         if reduction not in ("sum", "mean"):

@@ -7,6 +7,9 @@ BatchNorm + ReLU and a last one to 1 channel with a sigmoid. About 80 M paramete
 
 Two fixes over ClinicaDL: the reparameterisation noise is drawn per sample (ClinicaDL draws one vector
 and shares it across the batch), and evaluation decodes the mean, so a reconstruction is deterministic.
+
+Training options that leave the layout unchanged (used by the bundle's short CPU schedule, off by default):
+``batchnorm_momentum``, ``output_bias_init`` (with :func:`mean_intensity`) and :func:`vae_parameter_groups`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["VAE3d", "VAEReconstructor"]
+__all__ = ["VAE3d", "VAEReconstructor", "mean_intensity", "vae_parameter_groups"]
 
 
 class VAE3d(nn.Module):
@@ -35,6 +38,12 @@ class VAE3d(nn.Module):
         decoder_channels: decoder widths, deepest first (paper: 256/128/64); as many as ``channels``.
         latent_size: dimension of the latent space (paper: 128).
         negative_slope: slope of the encoder's LeakyReLU (0.2).
+        batchnorm_momentum: momentum of the BatchNorm running statistics (PyTorch's 0.1 by default). A
+            larger value makes the statistics used in eval mode follow weights that change quickly (short,
+            high learning-rate schedules); it changes no parameter.
+        output_bias_init: if given, the mean intensity the untrained output starts at
+            (:meth:`init_output_bias_`; e.g. :func:`mean_intensity` of the training set); ``None`` keeps
+            PyTorch's initialisation.
     """
 
     def __init__(
@@ -45,6 +54,8 @@ class VAE3d(nn.Module):
         decoder_channels: Sequence[int] = (256, 128, 64),
         latent_size: int = 128,
         negative_slope: float = 0.2,
+        batchnorm_momentum: float = 0.1,
+        output_bias_init: float | None = None,
     ):
         super().__init__()
         self.spatial_shape = tuple(int(s) for s in spatial_shape)
@@ -54,6 +65,8 @@ class VAE3d(nn.Module):
             raise ValueError(f"spatial_shape must have 3 sizes, got {self.spatial_shape}")
         if depth < 1 or len(decoder_channels) != depth:
             raise ValueError(f"channels {channels} and decoder_channels {decoder_channels} need the same non-zero length")
+        if not 0 < batchnorm_momentum <= 1:
+            raise ValueError(f"batchnorm_momentum must be in (0, 1], got {batchnorm_momentum}")
         if any(s % 2**depth for s in self.spatial_shape):
             raise ValueError(f"spatial_shape {self.spatial_shape} must be divisible by 2**{depth} = {2**depth} per axis")
         self.in_channels, self.latent_size = int(in_channels), int(latent_size)
@@ -64,7 +77,7 @@ class VAE3d(nn.Module):
         self.encoder = nn.Sequential(*(
             nn.Sequential(
                 nn.Conv3d(widths[i], widths[i + 1], kernel_size=3, stride=2, padding=1),
-                nn.BatchNorm3d(widths[i + 1]),
+                nn.BatchNorm3d(widths[i + 1], momentum=batchnorm_momentum),
                 nn.LeakyReLU(negative_slope, inplace=True),
             )
             for i in range(depth)
@@ -78,12 +91,14 @@ class VAE3d(nn.Module):
         for i in range(depth):
             last = i == depth - 1
             up = nn.ConvTranspose3d(ups[i], ups[i + 1], kernel_size=3, stride=2, padding=1, output_padding=1)
-            post = [nn.Sigmoid()] if last else [nn.BatchNorm3d(ups[i + 1]), nn.ReLU(inplace=True)]
+            post = [nn.Sigmoid()] if last else [nn.BatchNorm3d(ups[i + 1], momentum=batchnorm_momentum), nn.ReLU(inplace=True)]
             blocks.append(nn.Sequential(up, *post))
         self.decoder = nn.Sequential(*blocks)
         # plain lists: TorchScript (MONAI's ckpt_export) scripts the forward passes
         self._input_shape = [self.in_channels, *self.spatial_shape]
         self._decoder_shape = [decoder_channels[0], *self.bottleneck_shape]
+        if output_bias_init is not None:
+            self.init_output_bias_(output_bias_init)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 5 or list(x.shape[1:]) != self._input_shape:
@@ -112,6 +127,21 @@ class VAE3d(nn.Module):
         """Deterministic reconstruction: the decoded posterior mean."""
         return self.decode(self.encode(x)[0])
 
+    @property
+    def latent_heads(self) -> tuple[nn.Linear, nn.Linear]:
+        """The two dense layers from the flattened bottleneck to mu and log-variance."""
+        return self.mu, self.logvar
+
+    @torch.no_grad()
+    def init_output_bias_(self, mean_intensity: float) -> None:
+        """Set the last layer's bias to ``logit(mean_intensity)``, so the untrained sigmoid output starts at the
+        mean training intensity instead of 0.5 (most of a PET volume is background near 0; with Adam each
+        step moves the bias by about the learning rate, so it would take many steps to get there)."""
+        m = float(mean_intensity)
+        if not 0 < m < 1:
+            raise ValueError(f"the mean intensity must be in (0, 1) (min-max normalised inputs), got {m}")
+        self.decoder[-1][0].bias.fill_(math.log(m / (1 - m)))
+
 
 class VAEReconstructor(nn.Module):
     """One-tensor view of a :class:`VAE3d`: ``x -> decode(mu(x))``, for evaluators, inference, MONAI's
@@ -129,3 +159,39 @@ class VAEReconstructor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.vae.reconstruct(x)
+
+
+def vae_parameter_groups(network: nn.Module, learning_rate: float, latent_head_lr_scale: float = 1.0) -> list[dict]:
+    """Optimiser parameter groups: the latent heads (mu and log-variance layers) at ``learning_rate *
+    latent_head_lr_scale``, everything else at ``learning_rate``; a DDP/DataParallel wrapper is looked through.
+
+    Why: each head reads the 153,600 bottleneck values, and Adam's first steps move every weight by about the
+    learning rate with the sign of its gradient, which for one sample is ``sign(delta * h_i)``: the output
+    moves by ``lr * sum_i |h_i|``, about 10^5 x lr. At lr 1e-3 the log-variance jumps by tens per step and
+    ``exp(logvar)`` overflows the KL; scaling the heads' rate (e.g. 1e-3) keeps their steps O(lr x 100) while
+    the rest of the network (fan-in <= 6,912) trains at the full rate. ``1.0`` gives one group (plain Adam).
+    """
+    vae = network.module if isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else network
+    if not isinstance(vae, VAE3d):
+        raise TypeError(f"vae_parameter_groups needs a VAE3d, got {type(vae).__name__}")
+    if learning_rate <= 0 or latent_head_lr_scale <= 0:
+        raise ValueError(f"learning_rate and latent_head_lr_scale must be > 0, got {learning_rate}, {latent_head_lr_scale}")
+    if latent_head_lr_scale == 1.0:
+        return [{"params": list(vae.parameters()), "lr": float(learning_rate)}]
+    heads = [p for layer in vae.latent_heads for p in layer.parameters()]
+    ids = {id(p) for p in heads}
+    rest = [p for p in vae.parameters() if id(p) not in ids]
+    return [{"params": rest, "lr": float(learning_rate)},
+            {"params": heads, "lr": float(learning_rate) * float(latent_head_lr_scale)}]
+
+
+def mean_intensity(dataset, key: str = "image") -> float:
+    """Mean voxel value over the ``key`` images of a dataset (e.g. the bundle's cached, normalised training
+    set; every item is read once), for ``VAE3d(output_bias_init=...)``."""
+    total, count = 0.0, 0
+    for item in dataset:
+        image = torch.as_tensor(item[key])
+        total, count = total + float(image.double().sum()), count + image.numel()
+    if count == 0:
+        raise ValueError("mean_intensity needs a non-empty dataset")
+    return total / count
