@@ -46,8 +46,8 @@ def _commands() -> dict:
     def demo(out: str = "outputs/demo", seed: int = 0, pd_controls: int = 20, pd_patients: int = 20,
              pet_controls: int = 20, pet_patients: int = 10, train: bool = True, pd_ae_epochs: int = 30,
              pd_sae_epochs: int = 10, pd_sae_pairs: int = 45_000):
-        """The README's main job: atlases, demo cohorts, pd_ae and pd_sae trained and evaluated on a short
-        schedule and compared, figures and a summary, all written under OUT (--train False skips training)."""
+        """The README's main job: atlases, demo cohorts, pd_ae, pd_sae and ad_vae3d trained and evaluated on short
+        CPU schedules, AE vs SAE, figures and one HTML report (OUT/report.html); --train False skips training."""
         from common.demo import run_demo
 
         run_demo(out=out, seed=seed, pd_controls=pd_controls, pd_patients=pd_patients, pet_controls=pet_controls,
