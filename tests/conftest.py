@@ -18,6 +18,16 @@ import pytest
 # the offline atlas build), unless the caller points BRAIN_ANOMALY_CACHE somewhere on purpose.
 os.environ.setdefault("BRAIN_ANOMALY_CACHE", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "brain-anomaly-cache"))
 
+# Under pytest-xdist each worker gets its share of the cores (torch and the BLAS/OpenMP pools of the
+# subprocesses the bundle tests start): two workers with two threads each on a 2-core CI machine spend
+# their time contending instead of computing.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
+    import torch
+
+    torch.set_num_threads(_threads)
+
 from common import grids
 from common.grids import Grid
 

@@ -60,7 +60,9 @@ def test_vendored_patterns_are_the_packages_own():
 def test_release_is_reproducible_and_self_contained(bundle, tmp_path):
     version = json.loads((REPO / "bundles" / bundle / "configs" / "metadata.json").read_text())["version"]
     # once with the command line, once in-process: the same bytes
-    log = run([sys.executable, "-m", "common", "release", "--bundles", bundle, "--out", str(tmp_path / "a")], tmp_path)
+    # run from the repository so that the command packages this checkout's common/, as the in-process build does
+    # (an editable install elsewhere would otherwise decide which common/ is copied)
+    log = run([sys.executable, "-m", "common", "release", "--bundles", bundle, "--out", str(tmp_path / "a")], REPO)
     first = tmp_path / "a" / f"{bundle}_v{version}.zip"
     second = build_release(bundle, out=tmp_path / "b").path
     assert second.name == first.name and sha256(first) == sha256(second)
