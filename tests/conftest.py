@@ -51,6 +51,18 @@ def write_nifti(path, data, affine, dtype=None) -> Path:
 
 
 @pytest.fixture
+def all_cores():
+    """For the long end-to-end tests: every core for torch. They outlast the other tests, so the per-worker
+    share set above would leave cores idle while they finish alone."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def tiny_grid(monkeypatch) -> Grid:
     """The tiny grid, registered as ``"tiny"`` in :data:`common.grids.GRIDS` for this test only."""
     monkeypatch.setitem(grids.GRIDS, TINY.name, TINY)

@@ -24,7 +24,7 @@ FLOOR = 0.6
 
 
 @pytest.mark.slow
-def test_pd_ae_separates_patients_in_the_planted_nuclei(tmp_path):
+def test_pd_ae_separates_patients_in_the_planted_nuclei(tmp_path, all_cores):
     cohort, _ = make_pd_cohort(tmp_path / "cohort", PDCohortConfig(20, 10, seed=21, effect_size=0.2), progress=False)
     summary = run_pd_experiment("pd_ae", dataset_dir=str(cohort), out=tmp_path / "experiment", splits=1, n_val=1,
                                 epochs=60, progress=False, overrides={"n_bootstrap": 500})

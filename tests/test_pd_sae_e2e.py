@@ -25,7 +25,7 @@ PLANTED_NUCLEI = ("sn", "putamen", "gpi", "stn")
 
 
 @pytest.mark.slow
-def test_pd_sae_separates_patients_with_patchy_changes(tmp_path):
+def test_pd_sae_separates_patients_with_patchy_changes(tmp_path, all_cores):
     cfg = PDCohortConfig(20, 10, seed=21, effect_size=0.5, heterogeneity=3.0)
     cohort, _ = make_pd_cohort(tmp_path / "cohort", cfg, progress=False)
     run_pd_experiment("pd_sae", dataset_dir=str(cohort), out=tmp_path / "experiment", splits=1, n_val=2, epochs=10,
