@@ -130,7 +130,7 @@ def step_memory(batch_size: int, device: torch.device, amp: bool) -> tuple[str, 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=24)
-    parser.add_argument("--iterations", type=int, default=1, help="training steps per measurement")
+    parser.add_argument("--iterations", type=int, default=4, help="training steps per measurement (one epoch)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", action="store_true")
@@ -148,7 +148,8 @@ def main():
           "(activations, gradients, Adam state)")
 
     controls = read_dataset(default_cohort("pet", progress=False)).controls
-    subjects = [controls[i % len(controls)] for i in range(max(args.batch_size, len(controls)))]
+    # one epoch of the pipeline = `iterations` full batches, so a run's fixed start-up cost is spread as in training
+    subjects = [controls[i % len(controls)] for i in range(max(args.batch_size * args.iterations, len(controls)))]
     start = time.perf_counter()
     config = bundle_parser(subjects, args.batch_size, device, args.amp, args.iterations)
     torch.manual_seed(0)
