@@ -15,7 +15,12 @@ from common.atlases import load_atlas
 from common.atlases.cli import format_roi_table
 from common.data.dataset_json import read_dataset, validate_dataset
 from common.data.splits import make_splits, write_splits
-from common.data.synthetic import PDCohortConfig, PETCohortConfig, make_pd_cohort, make_pet_cohort
+from common.data.synthetic import (
+    PDCohortConfig,
+    PETCohortConfig,
+    make_pd_cohort,
+    make_pet_cohort,
+)
 from common.visualize import plot_cohort_overview
 
 __all__ = ["run_demo", "write_demo_report"]

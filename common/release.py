@@ -35,9 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.cache import sha256_file
+from common.data._jsonio import write_bytes_atomic
 from common.errors import InputDataError
 
-__all__ = ["Release", "build_release", "build_releases", "check_bundle", "release_entries", "PACKAGE_PATTERNS", "DEFAULT_BUNDLES_DIR"]
+__all__ = ["DEFAULT_BUNDLES_DIR", "PACKAGE_PATTERNS", "Release", "build_release", "build_releases", "check_bundle", "release_entries"]
 
 #: Files of ``common/`` that a release vendors: the sources and the package data of pyproject.toml.
 PACKAGE_PATTERNS = ("*.py", "*.toml")
@@ -171,20 +172,6 @@ def _zip_bytes(entries: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _copy_atomic(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -239,7 +226,7 @@ def _build(bundle_dir: Path, version: str, out: Path, max_embedded_mb: float, we
     if asset is not None:
         _copy_atomic(weights, asset)
     path = out / f"{bundle}_v{version}.zip"
-    _write_atomic(path, data)
+    write_bytes_atomic(path, data)
     return Release(bundle, version, path, len(data), hashlib.sha256(data).hexdigest(), mode, asset)
 
 

@@ -11,10 +11,11 @@ import base64
 import csv
 import datetime
 import html
+import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 from common.data._jsonio import write_text_atomic
 
@@ -70,7 +71,7 @@ def _cell(value, digits: int) -> str:
             return value
         value = number
     if isinstance(value, float):
-        if value != value:
+        if math.isnan(value):
             return ""
         return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}".rstrip("0").rstrip(".")
     return html.escape(str(value))

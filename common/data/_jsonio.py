@@ -10,7 +10,7 @@ from typing import Any
 
 from common.errors import InputDataError
 
-__all__ = ["format_problems", "read_json", "write_json_atomic", "write_text_atomic"]
+__all__ = ["format_problems", "read_json", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -42,6 +42,11 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """:func:`write_bytes_atomic` of ``text`` in UTF-8 (newlines kept as given)."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write via a temporary sibling and ``os.replace``: readers never see a half-written file, and an
     interrupted write leaves the old file (or nothing) behind."""
     path = Path(path)
@@ -49,8 +54,8 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
