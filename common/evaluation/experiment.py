@@ -51,6 +51,18 @@ def _run_workflow(config_files, workflow_type: str, overrides: Mapping) -> None:
     workflow.finalize()
 
 
+def _train_then_evaluate(configs: Path, root: Path, overrides: Mapping, label: str) -> None:
+    """Train the bundle into ``root`` unless a finished training is there (``train_summary.json``), then run
+    its evaluate config: the resumable unit of every experiment driver."""
+    if (root / "models" / "train_summary.json").is_file():
+        print(f"{label}: trained earlier, evaluating")
+    else:
+        print(f"{label}: training")
+        _run_workflow([configs / "train.json"], "train", overrides)
+    print(f"{label}: evaluating")
+    _run_workflow([configs / "train.json", configs / "evaluate.json"], "infer", overrides)
+
+
 def run_pd_experiment(bundle: str = "pd_ae", dataset_dir: str | None = None, out: str | Path | None = None,
                       splits: int = 10, seed: int = 0, n_val: int = 3, epochs: int | None = None,
                       overrides: Mapping | None = None, bundles_dir: str | Path | None = None,
@@ -76,13 +88,7 @@ def run_pd_experiment(bundle: str = "pd_ae", dataset_dir: str | None = None, out
             print(f"[{bundle}] split {index}: done earlier, reusing {result_file}")
         else:
             start = time.perf_counter()
-            if (root / "models" / "train_summary.json").is_file():
-                print(f"[{bundle}] split {index}: trained earlier, evaluating")
-            else:
-                print(f"[{bundle}] split {index}/{splits}: training")
-                _run_workflow([configs / "train.json"], "train", split_overrides)
-            print(f"[{bundle}] split {index}/{splits}: evaluating")
-            _run_workflow([configs / "train.json", configs / "evaluate.json"], "infer", split_overrides)
+            _train_then_evaluate(configs, root, split_overrides, f"[{bundle}] split {index}/{splits}")
             timings.append(time.perf_counter() - start)
         results.append(json.loads(result_file.read_text()))
     rows = aggregate_splits(results)
@@ -131,13 +137,7 @@ def run_pet_experiment(dataset_dir: str | None = None, out: str | Path | None = 
     if summary_file.is_file():
         print(f"[ad_vae3d] split {split}: evaluated earlier, reusing {summary_file}")
         return json.loads(summary_file.read_text())
-    if (root / "models" / "train_summary.json").is_file():
-        print(f"[ad_vae3d] split {split}: trained earlier, evaluating")
-    else:
-        print(f"[ad_vae3d] split {split}: training")
-        _run_workflow([configs / "train.json"], "train", settings)
-    print(f"[ad_vae3d] split {split}: simulation-based evaluation")
-    _run_workflow([configs / "train.json", configs / "evaluate.json"], "infer", settings)
+    _train_then_evaluate(configs, root, settings, f"[ad_vae3d] split {split}")
     return json.loads(summary_file.read_text())
 
 
