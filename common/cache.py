@@ -48,7 +48,8 @@ def read_manifest(folder: str | os.PathLike) -> dict | None:
 def manifest_is_current(folder: str | os.PathLike, inputs: dict, verify_hashes: bool = True) -> bool:
     """True when the entry exists, was built from exactly ``inputs`` and its files match their sha256."""
     manifest = read_manifest(folder)
-    if manifest is None or manifest.get("inputs") != inputs:
+    # The manifest holds the inputs as JSON: compare like with like (tuples come back as lists).
+    if manifest is None or manifest.get("inputs") != json.loads(json.dumps(inputs)):
         return False
     for rel, digest in manifest.get("files", {}).items():
         path = Path(folder) / rel

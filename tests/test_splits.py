@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from common.data import check_splits, default_n_test, make_splits, read_dataset, read_splits, write_splits
+from common.data import check_splits, default_n_test, make_splits, read_dataset, read_splits, split_subjects, write_splits
 from common.data.cli import splits_command
 from common.errors import InputDataError
 
@@ -151,7 +151,35 @@ def test_splits_command_writes_next_to_the_dataset(make_cohort, capsys):
     manifest = read_splits(written, dataset=path)
     assert manifest == make_splits(read_dataset(path), n_splits=3, seed=2)
     out = capsys.readouterr().out
-    assert f"wrote {written}: 3 splits of 8 controls (6 train / 0 val / 2 test), 2 patients in every test set" in out
+    assert f"wrote {written}: 3 splits of 8 controls (6 train / 0 val / 0 calib / 2 test), 2 patients in every test set" in out
     assert len([line for line in out.splitlines() if line.strip() and line.split()[0].isdigit()]) == 3
     splits_command(str(path), out=str(path.parent / "other.json"), n_splits=2, n_test=3, n_val=1)
     assert [len(s["test"]) for s in read_splits(path.parent / "other.json")["splits"]] == [3, 3]
+
+
+def test_calibration_controls_are_held_out_of_training_and_keep_the_other_parts(make_cohort):
+    path = make_cohort(n_controls=12, n_patients=2)
+    without = make_splits(path, n_splits=3, n_val=2, seed=4)
+    with_calib = make_splits(path, n_splits=3, n_val=2, seed=4, n_calib=3)
+    assert with_calib["n_calib"] == 3 and with_calib["n_train"] == without["n_train"] - 3
+    for a, b in zip(without["splits"], with_calib["splits"]):
+        # test and val are drawn first, from the same streams: calibration controls come out of training only
+        assert a["test"] == b["test"] and a["val"] == b["val"] and a["calib"] == []
+        assert len(b["calib"]) == 3 and set(b["calib"]) <= set(a["train"])
+        assert sorted(b["train"] + b["calib"]) == a["train"]
+    calib = split_subjects(path, "calib", 1, n_splits=3, n_val=2, seed=4, n_calib=3)
+    assert [s["id"] for s in calib] == with_calib["splits"][1]["calib"]
+    with pytest.raises(InputDataError, match="no calib controls"):
+        split_subjects(path, "calib", 0, n_splits=3, n_val=2, seed=4)
+
+
+def test_pool_subjects_joins_parts_once_in_order(make_cohort):
+    from common.data import pool_subjects, union_subjects
+
+    path = make_cohort(n_controls=12, n_patients=2)
+    split = make_splits(path, n_splits=1, n_val=2, seed=1, n_calib=2)["splits"][0]
+    pool = pool_subjects(path, ["train", "val"], 0, None, 1, 2, 1, 2)
+    assert [s["id"] for s in pool] == split["train"] + split["val"]
+    assert pool_subjects(path, [], 0, None, 1, 2, 1, 2) == []
+    union = union_subjects(pool, pool_subjects(path, "val", 0, None, 1, 2, 1, 2))
+    assert [s["id"] for s in union] == split["train"] + split["val"]

@@ -167,3 +167,30 @@ def test_demographics_follow_the_paper():
     assert len({s.id for s in small}) == 25
     with pytest.raises(ValueError, match="control"):
         draw_subjects(0, 3, seed=0, age_mean=61, age_sd=9, female_fraction=0.4)
+
+
+@pytest.mark.parametrize("seed_index", [3, 5, 11])
+def test_locations_confine_the_change_and_leave_the_default_draws_alone(pd_template, seed_index):
+    """locations='nuclei' with one target nucleus changes that nucleus only (every patient carries it);
+    'white_matter' changes white matter only; the default still draws what 'mixed' with all nuclei draws."""
+    from scipy import ndimage
+
+    atlas = pd_template.atlas
+    subject = SubjectSpec(seed_index, "s", "patient", 62.0, "F")
+    nuclei = render_pd_subject(pd_template, PDCohortConfig(effect_size=0.15, locations="nuclei",
+                                                           target_nuclei=("putamen",)), subject)
+    changed = nuclei["anomaly"] > 0.01
+    assert changed.sum() > 50 and nuclei["info"]["wm_blobs"] == 0
+    assert all(n.startswith("putamen_") for n in nuclei["info"]["nuclei"])
+    assert ndimage.binary_dilation(atlas.region_mask("putamen"), iterations=3)[changed].all()
+    wm = render_pd_subject(pd_template, PDCohortConfig(effect_size=0.15, locations="white_matter"), subject)
+    assert wm["info"]["nuclei"] == [] and wm["info"]["wm_blobs"] >= 2
+    wm_changed = wm["anomaly"] > 0.01
+    assert ndimage.binary_dilation(atlas.wm > 0.3, iterations=3)[wm_changed].mean() > 0.97
+    mixed = render_pd_subject(pd_template, PDCohortConfig(effect_size=0.15, locations="mixed"), subject)
+    default = render_pd_subject(pd_template, PDCohortConfig(effect_size=0.15), subject)
+    np.testing.assert_array_equal(mixed["anomaly"], default["anomaly"])
+    with pytest.raises(ValueError, match="locations"):
+        PDCohortConfig(locations="cortex")
+    with pytest.raises(ValueError, match="target_nuclei"):
+        PDCohortConfig(target_nuclei=("hippocampus",))

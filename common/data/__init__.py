@@ -15,7 +15,17 @@ from .nifti import (
     get_modality,
     load_checked,
 )
-from .splits import SPLIT_PARTS, check_splits, default_n_test, make_splits, read_splits, split_subjects, write_splits
+from .splits import (
+    SPLIT_PARTS,
+    check_splits,
+    default_n_test,
+    make_splits,
+    pool_subjects,
+    read_splits,
+    split_subjects,
+    union_subjects,
+    write_splits,
+)
 
 __all__ = [
     "MD_MAX_MM2_PER_S",
@@ -38,6 +48,8 @@ __all__ = [
     "read_splits",
     "check_splits",
     "split_subjects",
+    "pool_subjects",
+    "union_subjects",
     "SPLIT_PARTS",
     "SiamesePairSampler",
 ]

@@ -39,14 +39,16 @@ def splits_command(
     n_test: int | None = None,
     n_val: int = 0,
     seed: int = 0,
+    n_calib: int = 0,
 ) -> None:
     """Write the age/sex-balanced control splits (default: ``splits.json`` next to the dataset.json)."""
     dataset = read_dataset(dataset_json, check_files=False)
-    manifest = make_splits(dataset, n_splits=n_splits, n_test=n_test, n_val=n_val, seed=seed)
+    manifest = make_splits(dataset, n_splits=n_splits, n_test=n_test, n_val=n_val, seed=seed, n_calib=n_calib)
     path = write_splits(manifest, Path(out) if out else dataset.root / DEFAULT_SPLITS_NAME)
     print(
         f"wrote {path}: {n_splits} splits of {manifest['n_controls']} controls "
-        f"({manifest['n_train']} train / {manifest['n_val']} val / {manifest['n_test']} test), "
+        f"({manifest['n_train']} train / {manifest['n_val']} val / {manifest['n_calib']} calib / "
+        f"{manifest['n_test']} test), "
         f"{manifest['n_patients']} patients in every test set, seed {seed}"
     )
     age, female = manifest["cohort_age_mean"], manifest["cohort_female_fraction"]

@@ -7,7 +7,12 @@ retrains per split and reports mean +- sd. Here, per split:
 2. the number of test subjects per sex is the cohort's proportion apportioned to integers (largest
    remainder), so the test F/M fraction is as close to the cohort's as integers allow;
 3. ``n_candidates`` sex-stratified random test sets are drawn at once (vectorised) and the one whose mean age
-   is closest to the rest's is kept; optional validation controls are carved from the rest the same way.
+   is closest to the rest's is kept; optional validation controls, then optional calibration controls, are
+   carved from the rest the same way.
+
+Calibration controls (``n_calib``) are healthy subjects that training never sees, neither as training data nor
+for checkpoint selection: anomaly thresholds set on them are unbiased, unlike thresholds set on the training
+controls, whose errors the model has fitted (docs/evaluation.md).
 
 Patients never enter training: they are listed in every split under ``patients`` (evaluation set =
 ``test`` + ``patients``). Each split has its own random stream from ``SeedSequence(seed).spawn``, so split
@@ -37,12 +42,14 @@ __all__ = [
     "read_splits",
     "check_splits",
     "split_subjects",
+    "pool_subjects",
+    "union_subjects",
     "SPLIT_PARTS",
 ]
 
 PAPER_N_CONTROLS = 56
 PAPER_N_TEST = 15
-PARTS = ("train", "val", "test", "patients")
+PARTS = ("train", "val", "calib", "test", "patients")
 _SEX_CODES = {"F": 0, "M": 1}  # anything else (missing) -> 2, its own stratum
 
 
@@ -105,6 +112,7 @@ def make_splits(
     n_val: int = 0,
     seed: int = 0,
     n_candidates: int = 256,
+    n_calib: int = 0,
 ) -> dict:
     """The split manifest (a JSON-ready dict) of the controls of a dataset (or a list of subject dicts).
 
@@ -122,8 +130,8 @@ def make_splits(
         problems += cohort_problems(subjects)
         if problems:
             raise InputDataError(None, "invalid subjects: " + format_problems(problems))
-    if n_splits < 1 or n_candidates < 1 or n_val < 0 or seed < 0:
-        raise ValueError("n_splits and n_candidates must be >= 1, n_val and seed >= 0")
+    if n_splits < 1 or n_candidates < 1 or n_val < 0 or n_calib < 0 or seed < 0:
+        raise ValueError("n_splits and n_candidates must be >= 1, n_val, n_calib and seed >= 0")
 
     controls = sorted((s for s in subjects if s["group"] == "control"), key=lambda s: s["id"])
     patients = sorted(s["id"] for s in subjects if s["group"] == "patient")
@@ -132,12 +140,12 @@ def make_splits(
     sexes = np.array([_SEX_CODES.get(s.get("sex"), 2) for s in controls])
     n = len(controls)
     n_test = default_n_test(n) if n_test is None else int(n_test)
-    n_train = n - n_test - n_val
+    n_train = n - n_test - n_val - n_calib
     if n_test < 1 or n_train < 1:
         raise InputDataError(
             source,
-            f"too few controls: {n} controls cannot give {n_test} test + {n_val} validation controls and still "
-            f"leave at least one for training (need at least {n_test + n_val + 1})",
+            f"too few controls: {n} controls cannot give {n_test} test + {n_val} validation + {n_calib} calibration "
+            f"controls and still leave at least one for training (need at least {n_test + n_val + n_calib + 1})",
         )
 
     splits = []
@@ -147,11 +155,14 @@ def make_splits(
         test = _balanced_subset(rng, everyone, n_test, ages, sexes, n_candidates)
         rest = np.setdiff1d(everyone, test)
         val = _balanced_subset(rng, rest, n_val, ages, sexes, n_candidates) if n_val else np.array([], int)
-        train = np.setdiff1d(rest, val)
+        rest = np.setdiff1d(rest, val)
+        calib = _balanced_subset(rng, rest, n_calib, ages, sexes, n_candidates) if n_calib else np.array([], int)
+        train = np.setdiff1d(rest, calib)
         split = {
             "index": index,
             "train": sorted(ids[train].tolist()),
             "val": sorted(ids[val].tolist()),
+            "calib": sorted(ids[calib].tolist()),
             "test": sorted(ids[test].tolist()),
             "patients": list(patients),
             "train_age_mean": _mean(ages[train]),
@@ -161,12 +172,15 @@ def make_splits(
         }
         if n_val:
             split["val_age_mean"] = _mean(ages[val])
+        if n_calib:
+            split["calib_age_mean"] = _mean(ages[calib])
         splits.append(split)
 
     return {
         "dataset": source,
         "method": (
-            f"controls split {n_train} train / {n_val} val / {n_test} test per split; test (then val) chosen "
+            f"controls split {n_train} train / {n_val} val / {n_calib} calib / {n_test} test per split; test (then "
+            f"val, then calib) chosen "
             f"as the best age match among {n_candidates} sex-stratified random draws; patients in every test"
         ),
         "seed": int(seed),
@@ -176,6 +190,7 @@ def make_splits(
         "n_patients": len(patients),
         "n_train": n_train,
         "n_val": int(n_val),
+        "n_calib": int(n_calib),
         "n_test": n_test,
         "cohort_age_mean": _mean(ages),
         "cohort_female_fraction": _female_fraction(sexes),
@@ -214,7 +229,7 @@ def check_splits(
                     continue
                 if sid not in groups:
                     problems.append(f"unknown subject {sid} in {part} of split {index} (not in {dataset.path.name})")
-                elif groups[sid] == "patient" and part in ("train", "val"):
+                elif groups[sid] == "patient" and part in ("train", "val", "calib"):
                     problems.append(f"patient {sid} in {part} of split {index}: only controls may be trained on")
     if problems:
         raise InputDataError(path, format_problems(problems))
@@ -234,7 +249,7 @@ def read_splits(path: str | os.PathLike, dataset: CohortDataset | str | os.PathL
 
 
 #: Parts of a split a workflow can ask for; "evaluation" = test controls + patients.
-SPLIT_PARTS = ("train", "val", "test", "patients", "evaluation")
+SPLIT_PARTS = ("train", "val", "calib", "test", "patients", "evaluation")
 
 
 def split_subjects(
@@ -245,6 +260,7 @@ def split_subjects(
     n_splits: int = 10,
     n_val: int = 0,
     seed: int = 0,
+    n_calib: int = 0,
 ) -> list[dict]:
     """Subjects (dataset entries with absolute paths) of one part of one split: what a bundle trains,
     validates or evaluates on.
@@ -258,14 +274,47 @@ def split_subjects(
     if splits_file:
         manifest = read_splits(splits_file, dataset)
     else:
-        manifest = make_splits(dataset, n_splits=max(n_splits, split_index + 1), n_val=n_val, seed=seed)
+        manifest = make_splits(dataset, n_splits=max(n_splits, split_index + 1), n_val=n_val, seed=seed,
+                               n_calib=n_calib)
     if not 0 <= split_index < len(manifest["splits"]):
         raise InputDataError(splits_file, f"split {split_index} requested, the manifest has {len(manifest['splits'])}")
     split = manifest["splits"][split_index]
-    ids = split["test"] + split["patients"] if part == "evaluation" else split[part]
-    if not ids and part in ("train", "val"):
+    ids = split["test"] + split["patients"] if part == "evaluation" else split.get(part, [])
+    if not ids and part in ("train", "val", "calib"):
+        setting = {"train": "fewer test/val/calib controls", "val": "n_val >= 1", "calib": "n_calib >= 1"}[part]
         raise InputDataError(
             splits_file or dataset.path,
-            f"split {split_index} has no {part} controls (set n_val >= 1 for validation, or a splits file with 'val')",
+            f"split {split_index} has no {part} controls (set {setting}, or a splits file with '{part}')",
         )
     return [dataset.subject(i) for i in ids]
+
+
+def pool_subjects(
+    dataset_json: str | os.PathLike,
+    parts: str | Sequence[str],
+    split_index: int = 0,
+    splits_file: str | os.PathLike | None = None,
+    n_splits: int = 10,
+    n_val: int = 0,
+    seed: int = 0,
+    n_calib: int = 0,
+) -> list[dict]:
+    """The subjects of one or several parts of a split (e.g. ``["train", "val"]``), each once, in part order:
+    the reference pools of an evaluation (the controls that set a threshold or standardise the scores)."""
+    parts = [parts] if isinstance(parts, str) else list(parts)
+    if not parts:
+        return []
+    seen: dict[str, dict] = {}
+    for part in parts:
+        for subject in split_subjects(dataset_json, part, split_index, splits_file, n_splits, n_val, seed, n_calib):
+            seen.setdefault(subject["id"], subject)
+    return list(seen.values())
+
+
+def union_subjects(*groups: Sequence[dict]) -> list[dict]:
+    """Subjects of several lists, each id once, first occurrence kept: what an evaluator must run."""
+    seen: dict[str, dict] = {}
+    for group in groups:
+        for subject in group:
+            seen.setdefault(subject["id"], subject)
+    return list(seen.values())

@@ -24,12 +24,16 @@ class SynthCommands:
 
     def pd(self, out: str = "outputs/cohorts/pd", n_controls: int = 20, n_patients: int = 20, seed: int = 0,
            effect_size: float = 0.05, heterogeneity: float = 0.0, paper_size: bool = False, overwrite: bool = False,
-           progress: bool = True):
+           progress: bool = True, locations: str = "mixed", nuclei: str = "sn,putamen,gpi,stn"):
         """PD DTI cohort (FA, MD on the 1.5 mm grid). --paper_size gives the paper's 56 controls / 129 patients;
-        --heterogeneity H makes patients' changes patchy at the voxel scale (0: smooth)."""
+        --heterogeneity H makes patients' changes patchy at the voxel scale (0: smooth); --locations puts the
+        changes in white-matter blobs and nuclei (mixed), the nuclei only or the white matter only; --nuclei lists
+        the nuclei that may change (e.g. --nuclei putamen: one deep nucleus)."""
         from common.data.synthetic.pd import PDCohortConfig, make_pd_cohort
 
-        kwargs = {"seed": seed, "effect_size": effect_size, "heterogeneity": heterogeneity}
+        targets = tuple(n.strip() for n in (nuclei.split(",") if isinstance(nuclei, str) else nuclei) if n.strip())
+        kwargs = {"seed": seed, "effect_size": effect_size, "heterogeneity": heterogeneity, "locations": locations,
+                  "target_nuclei": targets}
         cfg = PDCohortConfig.paper_size(**kwargs) if paper_size else PDCohortConfig(n_controls, n_patients, **kwargs)
         folder, seconds = make_pd_cohort(out, cfg, progress=progress, overwrite=overwrite)
         _summary(folder, seconds)

@@ -42,10 +42,12 @@ from common.data.synthetic.base import (
 )
 from common.data.synthetic.deform import misregistration, smooth_random_fields, warp
 
-__all__ = ["PDCohortConfig", "PDTemplate", "render_pd_subject", "make_pd_cohort", "PD_TARGET_REGIONS"]
+__all__ = ["PDCohortConfig", "PDTemplate", "render_pd_subject", "make_pd_cohort", "PD_LOCATIONS", "PD_TARGET_REGIONS"]
 
 #: Regions where patients' changes are planted (besides white-matter blobs).
 PD_TARGET_REGIONS = ("sn", "putamen", "gpi", "stn")
+#: Where a cohort's patients carry their changes (``PDCohortConfig.locations``).
+PD_LOCATIONS = ("mixed", "nuclei", "white_matter")
 
 # Tissue FA / MD (mm^2/s) of the population template.
 FA_GM, FA_CSF, FA_WM_SUPERFICIAL, FA_WM_DEEP = 0.17, 0.06, 0.30, 0.62
@@ -72,6 +74,18 @@ class PDCohortConfig:
     noise_sd: float = 0.05
     smoothing_vox: float = 0.6
     heterogeneity: float = 0.0
+    #: Where patients' changes go: "mixed" (white-matter blobs and nuclei), "nuclei" or "white_matter" only.
+    locations: str = "mixed"
+    #: Nuclei eligible for a change (each drawn with probability 0.75; with locations="nuclei" at least one).
+    target_nuclei: tuple[str, ...] = PD_TARGET_REGIONS
+
+    def __post_init__(self):
+        if self.locations not in PD_LOCATIONS:
+            raise ValueError(f"locations must be one of {PD_LOCATIONS}, got {self.locations!r}")
+        unknown = [r for r in self.target_nuclei if r not in PD_TARGET_REGIONS]
+        if unknown or not self.target_nuclei:
+            raise ValueError(f"target_nuclei must be a non-empty subset of {PD_TARGET_REGIONS}, got {self.target_nuclei}")
+        object.__setattr__(self, "target_nuclei", tuple(self.target_nuclei))
 
     @classmethod
     def paper_size(cls, **overrides) -> PDCohortConfig:
@@ -112,12 +126,16 @@ class PDTemplate:
         self.centre_vox = np.argwhere(brain).mean(0)
 
 
-def _effect_map(t: PDTemplate, rng: np.random.Generator, severity: float) -> tuple[np.ndarray, dict]:
-    """Relative change map in [0, severity]: white-matter blobs and a random subset of target nuclei."""
+def _effect_map(t: PDTemplate, rng: np.random.Generator, severity: float, locations: str = "mixed",
+                target_nuclei: tuple[str, ...] = PD_TARGET_REGIONS) -> tuple[np.ndarray, dict]:
+    """Relative change map in [0, severity]: white-matter blobs and/or a random subset of target nuclei.
+
+    The default ("mixed", all four nuclei) draws exactly what earlier versions drew, so cohorts stay identical.
+    """
     shape = t.brain.shape
     spacing = t.atlas.grid.spacing[0]
     effect = np.zeros(shape, np.float32)
-    n_blobs = int(rng.integers(2, 7))
+    n_blobs = int(rng.integers(2, 7)) if locations != "nuclei" else 0
     for centre in t.wm_voxels[rng.integers(0, len(t.wm_voxels), n_blobs)]:
         sigma = rng.uniform(5.0, 14.0) / spacing
         lo = np.maximum(centre - int(3 * sigma), 0)
@@ -127,12 +145,21 @@ def _effect_map(t: PDTemplate, rng: np.random.Generator, severity: float) -> tup
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
         effect[box] = np.maximum(effect[box], rng.uniform(0.6, 1.0) * blob * t.wm_core[box])
     affected = []
-    for region in PD_TARGET_REGIONS:
+    if locations == "white_matter":
+        return severity * effect, {"wm_blobs": n_blobs, "nuclei": affected}
+
+    def plant(region: str) -> None:
+        nonlocal effect
+        sides = [s for s in "LR" if rng.random() < 0.6] or [str(rng.choice(["L", "R"]))]
+        for side in sides:
+            effect = np.maximum(effect, rng.uniform(0.6, 1.0) * t.target_masks[f"{region}_{side}"])
+            affected.append(f"{region}_{side}")
+
+    for region in target_nuclei:  # draws interleaved region by region, as the original cohorts were made
         if rng.random() < 0.75:
-            sides = [s for s in "LR" if rng.random() < 0.6] or [str(rng.choice(["L", "R"]))]
-            for side in sides:
-                effect = np.maximum(effect, rng.uniform(0.6, 1.0) * t.target_masks[f"{region}_{side}"])
-                affected.append(f"{region}_{side}")
+            plant(region)
+    if locations == "nuclei" and not affected:  # a nuclei-only patient must carry a change somewhere
+        plant(str(rng.choice(list(target_nuclei))))
     return severity * effect, {"wm_blobs": n_blobs, "nuclei": affected}
 
 
@@ -156,7 +183,7 @@ def render_pd_subject(t: PDTemplate, cfg: PDCohortConfig, subject: SubjectSpec) 
     if subject.group == "patient":
         disease_rng = subject_rng(cfg.seed, subject.index, DISEASE_STREAM)
         severity = cfg.effect_size * disease_rng.uniform(0.5, 1.5)
-        effect, info = _effect_map(t, disease_rng, severity)
+        effect, info = _effect_map(t, disease_rng, severity, cfg.locations, cfg.target_nuclei)
         if cfg.heterogeneity > 0:
             effect = effect * _patchiness(disease_rng, effect.shape, cfg.heterogeneity)
         info["severity"] = round(float(severity), 4)
