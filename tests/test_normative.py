@@ -77,6 +77,8 @@ def test_masked_smoothing_matches_normalised_gaussian(mask, volumes):
 
     model = NormativeModel(mask, smoothing_mm=sigma_mm, spacing=spacing, min_scale_fraction=0.0).fit(volumes[:5])
     smoothed = np.stack([reference(v) for v in volumes[:5]])
+    by_values = NormativeModel(mask, smoothing_mm=sigma_mm, spacing=spacing, min_scale_fraction=0.0)
+    np.testing.assert_array_equal(by_values.fit_values(volumes[:5, :, mask]).centre, model.centre)
     np.testing.assert_allclose(model.centre, smoothed.mean(axis=0), rtol=1e-5)
     np.testing.assert_allclose(model.scale, smoothed.std(axis=0, ddof=1), rtol=1e-4)
     z = model.zscores(volumes[5])
