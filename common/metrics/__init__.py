@@ -1,12 +1,24 @@
-"""Image and classification metrics (MSE, MAE, PSNR, SSIM, ROC / g-mean) used by the evaluations."""
+"""Image, classification and detection metrics (MSE, MAE, PSNR, SSIM, ROC / g-mean, voxel and subject
+AUROC / AP, Dice, calibrated false-positive rates) used by the evaluations."""
 
 from common.metrics.classification import (
+    bootstrap_auc_ap,
     bootstrap_auc_ci,
     gmean_operating_point,
     loo_gmean,
     roc_summary,
 )
 from common.metrics.image import mae, mse, psnr, ssim, ssim_map
+from common.metrics.voxel import (
+    best_dice,
+    dice_at_threshold,
+    false_positive_rate,
+    minimum_detectable_effect,
+    subject_auroc_ap,
+    threshold_at_fpr,
+    voxel_auroc_ap,
+)
 
-__all__ = ["bootstrap_auc_ci", "gmean_operating_point", "loo_gmean", "mae", "mse", "psnr", "roc_summary", "ssim",
-           "ssim_map"]
+__all__ = ["best_dice", "bootstrap_auc_ap", "bootstrap_auc_ci", "dice_at_threshold", "false_positive_rate",
+           "gmean_operating_point", "loo_gmean", "mae", "minimum_detectable_effect", "mse", "psnr", "roc_summary",
+           "ssim", "ssim_map", "subject_auroc_ap", "threshold_at_fpr", "voxel_auroc_ap"]
