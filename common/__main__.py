@@ -7,6 +7,7 @@ Commands:
   splits    write the seeded control train/test splits:         python -m common splits DIR/dataset.json
   experiment  train + evaluate a bundle over splits:            python -m common experiment pd --bundle pd_ae
               (ad_vae3d + the PET simulation-based evaluation:     python -m common experiment pet --epochs 5)
+  benchmark   detection ladder, every model beside the baseline: python -m common benchmark detection --quick
   demo      the README's main job on the embedded synthetic data: python -m common demo
   release   reproducible, self-contained bundle zips:             python -m common release --out dist
 """
@@ -37,11 +38,14 @@ def _commands() -> dict:
         n_test: int | None = None,
         n_val: int = 0,
         seed: int = 0,
+        n_calib: int = 0,
     ):
-        """Write N_SPLITS age/sex-balanced train/test splits of the controls (default OUT: next to dataset.json)."""
+        """Write N_SPLITS age/sex-balanced train/test splits of the controls (default OUT: next to dataset.json);
+        N_VAL validation and N_CALIB calibration controls (held out of training, for thresholds) per split."""
         from common.data.cli import splits_command
 
-        return splits_command(dataset_json, out=out, n_splits=n_splits, n_test=n_test, n_val=n_val, seed=seed)
+        return splits_command(dataset_json, out=out, n_splits=n_splits, n_test=n_test, n_val=n_val, seed=seed,
+                              n_calib=n_calib)
 
     def demo(out: str = "outputs/demo", seed: int = 0, pd_controls: int = 20, pd_patients: int = 20,
              pet_controls: int = 20, pet_patients: int = 10, train: bool = True, pd_ae_epochs: int = 30,
@@ -58,13 +62,17 @@ def _commands() -> dict:
         """Train and evaluate a bundle over seeded control splits, then aggregate (the papers' protocols)."""
 
         def pd(self, bundle: str = "pd_ae", dataset_dir: str | None = None, out: str | None = None,
-               splits: int = 10, seed: int = 0, n_val: int = 3, epochs: int | None = None, progress: bool = True):
-            """PD protocol: per split train BUNDLE (pd_ae or pd_sae), evaluate per ROI; mean +- sd over splits.
-            A killed run resumes: finished splits are reused."""
+               splits: int = 10, seed: int = 0, n_val: int = 3, epochs: int | None = None, progress: bool = True,
+               n_calib: int = 4, reference_pool: str = "calib", scoring: str | None = None):
+            """PD protocol: per split train BUNDLE (pd_ae, pd_sae, or normative: the voxel-wise z-score baseline),
+            evaluate per ROI; mean +- sd over splits. N_CALIB calibration controls per split set the thresholds
+            (--reference_pool train: the paper's pool, the training controls); --scoring zscore|raw: error maps
+            standardised against the controls' errors, or raw. A killed run resumes: finished splits are reused."""
             from common.evaluation.experiment import run_pd_experiment
 
             run_pd_experiment(bundle=bundle, dataset_dir=dataset_dir, out=out, splits=splits, seed=seed,
-                              n_val=n_val, epochs=epochs, progress=progress)
+                              n_val=n_val, epochs=epochs, progress=progress, n_calib=n_calib,
+                              reference_pool=reference_pool, scoring=scoring)
 
         def pet(self, dataset_dir: str | None = None, out: str | None = None, split: int = 0, seed: int = 0,
                 n_val: int = 3, epochs: int | None = None, learning_rate: float | None = None,
@@ -95,6 +103,25 @@ def _commands() -> dict:
 
             compare_experiments(runs if isinstance(runs, str) else ",".join(runs), out)
 
+    class BenchmarkCommands:
+        """Benchmarks of what the models detect, each beside the voxel-wise z-score baseline."""
+
+        def detection(self, out: str = "outputs/benchmark/detection", quick: bool = False, seeds: str | None = None,
+                      models: str | None = None, progress: bool = True):
+            """Effect-size ladder on synthetic PD cohorts (2.5-20 %, smooth and patchy, deep nuclei or white
+            matter): every model and the baseline trained once per seed and evaluated per rung; writes
+            OUT/detection.csv, mde.csv, detection.md and figures. --quick: one seed, 3 effects, short schedules
+            (minutes); SEEDS / MODELS: comma-separated overrides (e.g. --models pd_ae,normative)."""
+            from common.evaluation.benchmark import LadderSettings, run_detection_benchmark
+
+            overrides = {}
+            if seeds is not None:
+                overrides["seeds"] = tuple(int(x) for x in str(seeds).split(",") if str(x).strip())
+            if models is not None:
+                overrides["models"] = tuple(m.strip() for m in str(models).split(",") if m.strip())
+            settings = LadderSettings.quick(**overrides) if quick else LadderSettings(**overrides)
+            run_detection_benchmark(out, settings, progress=progress)
+
     def release(bundles: str | None = None, out: str = "dist", max_embedded_mb: float = 50.0,
                 weights_base_url: str | None = None, bundles_dir: str | None = None):
         """Write OUT/<bundle>_v<version>.zip per bundle (BUNDLES: comma-separated, default all): the bundle with
@@ -107,7 +134,7 @@ def _commands() -> dict:
     from common.data.synthetic.cli import SynthCommands
 
     return {"atlas": atlas, "synth": SynthCommands, "validate": validate, "splits": splits,
-            "experiment": ExperimentCommands, "demo": demo,
+            "experiment": ExperimentCommands, "benchmark": BenchmarkCommands, "demo": demo,
             "release": release}
 
 

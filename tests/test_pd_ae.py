@@ -78,7 +78,7 @@ def tiny_pd(tmp_path_factory):
 
 
 def test_one_epoch_training_evaluation_and_inference_through_configworkflow(tiny_pd, tmp_path):
-    overrides = {"dataset_dir": str(tiny_pd), "bundle_root": str(tmp_path), "n_val": 1, "epochs": 1,
+    overrides = {"dataset_dir": str(tiny_pd), "bundle_root": str(tmp_path), "n_val": 1, "n_calib": 1, "epochs": 1,
                  "batch_size": 8, "n_slices": 4, "progress": False}
     train = bundle_workflow("pd_ae", "train.json", "train", **overrides)
     train.initialize()
@@ -86,7 +86,7 @@ def test_one_epoch_training_evaluation_and_inference_through_configworkflow(tiny
     # the training loss reaches the logs with decollate off (the output is one dict, not a list of items)
     stats = train.parser.get_parsed_content("train#handlers")[1]
     assert stats.output_transform({"loss": torch.tensor(0.25, requires_grad=True)}) == pytest.approx(0.25)
-    assert len(train.train_dataset) == (6 - 2 - 1) * 4  # 3 train controls x 4 slices
+    assert len(train.train_dataset) == (6 - 2 - 1 - 1) * 4  # 2 train controls x 4 slices
     train.run()
     train.finalize()
     summary = json.loads((tmp_path / "models" / "train_summary.json").read_text())
@@ -100,8 +100,13 @@ def test_one_epoch_training_evaluation_and_inference_through_configworkflow(tiny
     evaluate.run()
     evaluate.finalize()
     result = json.loads((tmp_path / "eval" / "split_0" / "pd_evaluation.json").read_text())
-    # the threshold comes from the 3 training controls; the test set is the split's 2 test controls + 2 patients
-    assert len(result["reference_pool"]["ids"]) == 3 and len(result["subjects"]) == 4
+    # the threshold comes from the calibration control; errors are standardised against the 2 training + 1
+    # validation controls' errors; the test set is the split's 2 test controls + 2 patients
+    assert len(result["reference_pool"]["ids"]) == 1 and len(result["subjects"]) == 4
+    assert result["scoring"] == "zscore" and result["reference_pool"]["overlaps_test"] == []
+    detection = {r["roi"]: r for r in result["detection"]}
+    assert detection["whole_brain"]["n_patients_with_truth"] == 2 and 0 <= detection["whole_brain"]["test_fpr1"] <= 1
+    assert (tmp_path / "eval" / "split_0" / "detection.csv").is_file()
     assert {r["roi"] for r in result["rois"]} >= {"whole_brain", "white_matter", "putamen"}  # the 4-slice slab misses the SN
     for figure in ("roc_curves", "gmean_bars", "percent_abnormal_heatmap", "reconstruction_showcase"):
         assert (tmp_path / "eval" / "split_0" / "figures" / f"{figure}.png").is_file()

@@ -129,7 +129,7 @@ def tiny_pd(tmp_path_factory):
 
 
 def test_one_epoch_training_evaluation_and_inference_through_configworkflow(tiny_pd, tmp_path):
-    overrides = {"dataset_dir": str(tiny_pd), "bundle_root": str(tmp_path), "n_val": 2, "epochs": 1,
+    overrides = {"dataset_dir": str(tiny_pd), "bundle_root": str(tmp_path), "n_val": 2, "n_calib": 1, "epochs": 1,
                  "pairs_per_epoch": 900, "val_pairs": 450, "n_slices": 4, "progress": False}
     train = workflow("train.json", "train", **overrides)
     train.initialize()
@@ -148,7 +148,9 @@ def test_one_epoch_training_evaluation_and_inference_through_configworkflow(tiny
     assert evaluate.check_properties() == []
     evaluate.run()
     result = json.loads((tmp_path / "eval" / "split_0" / "pd_evaluation.json").read_text())
-    assert result["model"] == "pd_sae" and len(result["reference_pool"]["ids"]) == 3
+    # threshold from the 1 calibration control; errors standardised against the 2 training + 2 validation controls
+    assert result["model"] == "pd_sae" and len(result["reference_pool"]["ids"]) == 1
+    assert result["scoring"] == "zscore" and len(result["detection"]) == len(result["rois"])
     assert {r["roi"] for r in result["rois"]} >= {"whole_brain", "white_matter", "putamen"}
 
     infer = workflow("inference.json", "infer", dataset_dir=str(tiny_pd), bundle_root=str(tmp_path),

@@ -13,11 +13,13 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from common.evaluation.baseline import BASELINE_NAME
 from common.evaluation.pd import aggregate_splits, write_split_aggregates
 
 __all__ = [
     "DEMO_VAE_OVERRIDES",
     "PD_BUNDLES",
+    "PD_MODELS",
     "bundle_configs",
     "compare_experiments",
     "run_pd_experiment",
@@ -25,6 +27,8 @@ __all__ = [
 ]
 
 PD_BUNDLES = ("pd_ae", "pd_sae")
+#: Models the PD protocol runs: the two bundles and the voxel-wise z-score baseline.
+PD_MODELS = (*PD_BUNDLES, BASELINE_NAME)
 _REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 
 
@@ -63,19 +67,43 @@ def _train_then_evaluate(configs: Path, root: Path, overrides: Mapping, label: s
     _run_workflow([configs / "train.json", configs / "evaluate.json"], "infer", overrides)
 
 
+def _fit_then_evaluate_baseline(root: Path, settings: Mapping, label: str) -> None:
+    """The baseline's counterpart of :func:`_train_then_evaluate`: fit on the split's controls, evaluate."""
+    from common.data.synthetic import default_cohort
+    from common.evaluation.baseline import evaluate_normative_split
+
+    print(f"{label}: fitting the normative baseline and evaluating")
+    dataset_dir = Path(settings.get("dataset_dir") or default_cohort("pd").parent)
+    keys = ("n_splits", "n_val", "n_calib", "split_seed", "seed", "reference_pool", "q", "n_slices", "n_bootstrap",
+            "fprs", "progress", "robust", "smoothing_mm", "splits_file")
+    kwargs = {k: settings[k] for k in keys if k in settings}
+    if "quantile" in settings:
+        kwargs["q"] = settings["quantile"]
+    evaluate_normative_split(dataset_dir / "dataset.json", root, settings["split_index"], **kwargs)
+
+
 def run_pd_experiment(bundle: str = "pd_ae", dataset_dir: str | None = None, out: str | Path | None = None,
                       splits: int = 10, seed: int = 0, n_val: int = 3, epochs: int | None = None,
                       overrides: Mapping | None = None, bundles_dir: str | Path | None = None,
-                      progress: bool = True) -> dict:
+                      progress: bool = True, n_calib: int = 4, reference_pool: str = "calib",
+                      scoring: str | None = None) -> dict:
     """Train and evaluate ``bundle`` on ``splits`` control splits; returns the aggregated rows and paths.
 
-    ``dataset_dir`` defaults to the embedded synthetic PD cohort; ``epochs`` overrides the bundle's schedule
-    (the paper's by default); ``overrides`` go to both configs (e.g. ``{"batch_size": 20}``).
+    ``bundle``: ``pd_ae``, ``pd_sae`` or ``normative`` (the voxel-wise z-score baseline, fitted instead of
+    trained; :mod:`common.evaluation.baseline`). ``dataset_dir`` defaults to the embedded synthetic PD cohort;
+    ``epochs`` overrides the bundle's schedule (the paper's by default); ``overrides`` go to both configs (e.g.
+    ``{"batch_size": 20}``). Each split holds ``n_calib`` calibration controls that training never sees; the
+    thresholds come from ``reference_pool`` (``"calib"``, or ``"train"``: the paper's pool, whose errors the model
+    has fitted, so its threshold is biased low). ``scoring`` (``"zscore"``/``"raw"``) overrides the bundle's.
     """
-    configs = bundle_configs(bundle, bundles_dir)
+    if bundle not in PD_MODELS:
+        raise ValueError(f"unknown PD model {bundle!r}; expected one of {PD_MODELS}")
+    configs = None if bundle == BASELINE_NAME else bundle_configs(bundle, bundles_dir)
     out = Path(out or Path("outputs") / "experiments" / bundle)
     out.mkdir(parents=True, exist_ok=True)
     common = {"split_seed": seed, "n_splits": splits, "n_val": n_val, "seed": seed, "progress": progress,
+              "n_calib": int(n_calib), "reference_pool": reference_pool,
+              **({"scoring": scoring} if scoring is not None else {}),
               **({"dataset_dir": str(dataset_dir)} if dataset_dir else {}), **(overrides or {})}
     if epochs is not None:
         common["epochs"] = int(epochs)
@@ -88,7 +116,10 @@ def run_pd_experiment(bundle: str = "pd_ae", dataset_dir: str | None = None, out
             print(f"[{bundle}] split {index}: done earlier, reusing {result_file}")
         else:
             start = time.perf_counter()
-            _train_then_evaluate(configs, root, split_overrides, f"[{bundle}] split {index}/{splits}")
+            if configs is None:
+                _fit_then_evaluate_baseline(root, split_overrides, f"[{bundle}] split {index}/{splits}")
+            else:
+                _train_then_evaluate(configs, root, split_overrides, f"[{bundle}] split {index}/{splits}")
             timings.append(time.perf_counter() - start)
         results.append(json.loads(result_file.read_text()))
     rows = aggregate_splits(results)

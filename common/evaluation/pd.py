@@ -38,6 +38,7 @@ __all__ = [
     "brain_slab_mask",
     "control_threshold",
     "evaluate_rois",
+    "format_detection_table",
     "format_roi_table",
     "pd_roi_masks",
     "percent_abnormal",
@@ -212,6 +213,16 @@ class ErrorBank:
         self._row[subject_id] = n
         self.ids.append(subject_id)
         self.groups.append(group)
+
+    def with_values(self, values: np.ndarray) -> ErrorBank:
+        """A bank of the same subjects and voxels holding other per-voxel scores ((N, V), e.g. z-scores)."""
+        values = np.asarray(values, dtype=np.float32)
+        if values.shape != (len(self), self.n_voxels):
+            raise ValueError(f"values of shape {values.shape}, expected {(len(self), self.n_voxels)}")
+        bank = ErrorBank(self.mask, slab=self.slab, capacity=1)
+        bank.voxels, bank.ids, bank.groups, bank._row = self.voxels, list(self.ids), list(self.groups), dict(self._row)
+        bank._buffer = np.ascontiguousarray(values)
+        return bank
 
     def rows(self, ids: Iterable[str]) -> np.ndarray:
         """Row indices of ``ids``; a KeyError names the ones not in the bank."""
@@ -390,6 +401,30 @@ def format_roi_table(rows: Sequence[dict], confidence: float = 0.95) -> str:
     return "\n".join(lines)
 
 
+def format_detection_table(rows: Sequence[dict], fprs: Sequence[float]) -> str:
+    """Readable detection table: voxel AUROC / AP, Dice and achieved test FPR at each calibrated FPR, oracle Dice,
+    subject AUROC / AP with their intervals."""
+    from common.evaluation.detection import _pct
+
+    width = max([len("ROI")] + [len(r["roi"]) + 1 for r in rows])
+    head = f"{'ROI':<{width}} {'vAUROC':>6} {'vAP':>6}"
+    for f in fprs:
+        head += f" {'Dice@' + _pct(f) + '%':>9} {'FPR@' + _pct(f) + '%':>8}"
+    head += f" {'Dice*':>6}  {'subject AUROC [CI]':<19} {'subject AP [CI]':<19}"
+    lines = ["detection (thresholds calibrated on held-out controls; Dice* = oracle threshold)", head]
+    for r in rows:
+        line = f"{r['roi']:<{width}} {_fmt(r['voxel_auroc'], '.3f'):>6} {_fmt(r['voxel_ap'], '.3f'):>6}"
+        for f in fprs:
+            p = _pct(f)
+            line += f" {_fmt(r[f'dice_fpr{p}'], '.3f'):>9} {_fmt(r[f'test_fpr{p}'], '.4f'):>8}"
+        line += (f" {_fmt(r['oracle_dice'], '.3f'):>6}  {_fmt(r['subject_auroc'], '.3f')} "
+                 f"[{_fmt(r['subject_auroc_ci_low'], '.2f')}, {_fmt(r['subject_auroc_ci_high'], '.2f')}]"
+                 f"{'':<4} {_fmt(r['subject_ap'], '.3f')} "
+                 f"[{_fmt(r['subject_ap_ci_low'], '.2f')}, {_fmt(r['subject_ap_ci_high'], '.2f')}]")
+        lines.append(line)
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------ file output
 
 
@@ -438,7 +473,8 @@ def run_pd_evaluation(error_maps: Mapping | ErrorBank, groups: Mapping[str, str]
                       showcase: Mapping | None = None, *, threshold: float | Mapping[str, float] | None = None,
                       nuclei: str = "bilateral", roi_masks: Mapping[str, np.ndarray] | None = None,
                       brain: np.ndarray | None = None, confidence: float = 0.95, split=None,
-                      figures: bool = True, verbose: bool = True) -> dict:
+                      figures: bool = True, verbose: bool = True, ground_truth: Mapping[str, np.ndarray] | None = None,
+                      fprs: Sequence[float] | None = None, scoring: str = "raw") -> dict:
     """The whole PD evaluation of one model on one split; writes its results and returns them.
 
     ``error_maps``: ``{id: (X, Y, Z) error map}`` (with ``groups``: ``{id: "control" | "patient"}``) or an
@@ -453,6 +489,11 @@ def run_pd_evaluation(error_maps: Mapping | ErrorBank, groups: Mapping[str, str]
     curves, per-subject scores), ``roi_results.csv``, ``percent_abnormal.csv`` and, with ``figures``,
     ``figures/{roc_curves,gmean_bars,percent_abnormal_heatmap}.png`` (+ ``reconstruction_showcase.png`` when
     ``showcase`` = ``{"image": (2,X,Y,Z), "reconstruction": (2,X,Y,Z), "error": (X,Y,Z), "id": str}``).
+
+    Detection metrics (:mod:`common.evaluation.detection`) are added as ``detection.csv`` and ``result["detection"]``
+    when the reference pool is disjoint from the test set: voxel thresholds at the false-positive rates ``fprs``
+    (default 1 % and 5 %) set on the reference controls, and, given ``ground_truth`` (``{id: bool (V,)}`` at the
+    bank's voxels), voxel AUROC/AP and Dice. ``scoring`` only names what the bank holds ("raw", "zscore").
     """
     if not 0.0 < q < 1.0:
         raise ValueError(f"q must be in the open interval (0, 1), got {q}")
@@ -532,12 +573,22 @@ def run_pd_evaluation(error_maps: Mapping | ErrorBank, groups: Mapping[str, str]
     rows = evaluate_rois(table, labels, names, [voxels[n] for n in names], n_bootstrap=n_bootstrap, seed=seed,
                          confidence=confidence, roi_meta=meta, thresholds=tau)
 
+    detection = None
+    if reference_ids and not overlap:
+        from common.evaluation.detection import DEFAULT_FPRS, detection_fields, detection_rows
+
+        fprs = tuple(DEFAULT_FPRS if fprs is None else fprs)
+        detection = detection_rows(bank, test_ids, reference_ids, roi_masks, percent_abnormal=table,
+                                   ground_truth=ground_truth, fprs=fprs, n_bootstrap=n_bootstrap, seed=seed,
+                                   confidence=confidence)
+
     test_groups = [bank.groups[r] for r in test_rows]
     title = model_name + (f", split {split}" if split is not None else "")
     result = {
         "model": model_name, "split": split,
         "grid": atlas.grid.name if atlas is not None else None,
         "n_slices": n_slices, "slab": bank.slab, "n_brain_slab_voxels": bank.n_voxels,
+        "scoring": scoring,
         "q": q, "threshold_mode": "per_roi" if isinstance(tau, Mapping) else "global",
         "threshold_source": source, "threshold": tau,
         "reference_pool": {"ids": reference_ids, "n": len(reference_ids), "overlaps_test": overlap},
@@ -550,6 +601,9 @@ def run_pd_evaluation(error_maps: Mapping | ErrorBank, groups: Mapping[str, str]
                      for i, g, t in zip(test_ids, test_groups, table.tolist())],
     }
     result["metrics"] = {f"{r['roi']}_{k}": r[k] for r in rows for k in ("auc", "paper_gmean", "nested_gmean")}
+    result["detection"] = detection
+    if detection is not None:
+        result["metrics"].update({f"{r['roi']}_{k}": r[k] for r in detection for k in ("voxel_ap", "voxel_auroc")})
 
     # --- files
     files = {
@@ -559,6 +613,10 @@ def run_pd_evaluation(error_maps: Mapping | ErrorBank, groups: Mapping[str, str]
         "percent_abnormal": _write_csv(out_dir / "percent_abnormal.csv", ["id", "group", *names],
                                        ([i, g, *t] for i, g, t in zip(test_ids, test_groups, table.tolist()))),
     }
+    if detection is not None:
+        fields = detection_fields(fprs)
+        files["detection"] = _write_csv(out_dir / "detection.csv", ["model", "scoring", *fields],
+                                        ([model_name, scoring, *(r[f] for f in fields)] for r in detection))
     if figures:
         from common.visualize import pd as viz
 
@@ -580,7 +638,9 @@ def run_pd_evaluation(error_maps: Mapping | ErrorBank, groups: Mapping[str, str]
         pool = f"q = {q} of {len(reference_ids)} reference controls" if source == "reference_pool" else "given"
         print(f"PD evaluation of {title}: {tau_text} ({pool}); test set "
               f"{result['test']['n_controls']} controls, {result['test']['n_patients']} patients\n"
-              f"{format_roi_table(rows, confidence)}\nresults in {out_dir}")
+              f"{format_roi_table(rows, confidence)}\n"
+              + (format_detection_table(detection, fprs) + "\n" if detection is not None else "")
+              + f"results in {out_dir}")
     return result
 
 

@@ -18,12 +18,17 @@ import torch
 from ignite.engine import Engine, Events
 
 from common.atlases import Atlas, load_atlas
+from common.evaluation.detection import load_ground_truth, standardise_bank
 from common.evaluation.pd import TEST_CONTROLS, ErrorBank, run_pd_evaluation
 from common.transforms.io import SUBJECT_ID
 
 __all__ = ["PDAnomalyEvaluationHandler"]
 
 logger = logging.getLogger(__name__)
+
+#: What the evaluated maps hold: the raw reconstruction errors, or their z-scores against the errors of the
+#: ``normative_ids`` controls at the same voxel (error z-maps).
+SCORINGS = ("raw", "zscore")
 
 
 class PDAnomalyEvaluationHandler:
@@ -58,7 +63,9 @@ class PDAnomalyEvaluationHandler:
                  n_bootstrap: int = 2000, seed: int = 0, model_name: str = "pd_ae", nuclei: str = "bilateral",
                  showcase: bool = True, showcase_id: str | None = None, metric_prefix: str = "", split=None,
                  brain: np.ndarray | None = None, roi_masks: Mapping[str, np.ndarray] | None = None,
-                 figures: bool = True, verbose: bool = True) -> None:
+                 figures: bool = True, verbose: bool = True, scoring: str = "raw",
+                 normative_ids: Iterable[str] | None = None, robust_scoring: bool = False,
+                 ground_truth_subjects: Sequence[Mapping] | None = None, fprs: Sequence[float] | None = None) -> None:
         if not 0.0 < q < 1.0:
             raise ValueError(f"q must be in the open interval (0, 1), got {q}")
         if reference_ids is None and threshold is None:
@@ -67,6 +74,15 @@ class PDAnomalyEvaluationHandler:
             raise ValueError(f"reference_ids must be a list of subject ids or {TEST_CONTROLS!r}, got {reference_ids!r}")
         if atlas_grid is None and (brain is None or roi_masks is None):
             raise ValueError("without atlas_grid, give both brain and roi_masks")
+        if scoring not in SCORINGS:
+            raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
+        if scoring == "zscore" and not normative_ids:
+            raise ValueError("scoring='zscore' needs normative_ids: the controls whose errors define each voxel's "
+                             "normal range")
+        self.scoring, self.robust_scoring = scoring, robust_scoring
+        self.normative_ids = [str(i) for i in normative_ids] if normative_ids else []
+        self.ground_truth_subjects = list(ground_truth_subjects or [])
+        self.fprs = fprs
         self.atlas_grid = atlas_grid
         self.reference_ids = reference_ids if isinstance(reference_ids, str) or reference_ids is None \
             else [str(i) for i in reference_ids]
@@ -88,7 +104,7 @@ class PDAnomalyEvaluationHandler:
         self._showcase: dict | None = None
         # Subjects worth storing: all of them unless test_ids is given.
         self._keep = None if self.test_ids is None else {
-            *self.test_ids, *(self.reference_ids if isinstance(self.reference_ids, list) else ())}
+            *self.test_ids, *(self.reference_ids if isinstance(self.reference_ids, list) else ()), *self.normative_ids}
 
     # ------------------------------------------------------------------------------------------ wiring
 
@@ -164,12 +180,25 @@ class PDAnomalyEvaluationHandler:
         if self.bank is None or len(self.bank) == 0:
             logger.warning("PD evaluation: no subject was collected this epoch; nothing evaluated")
             return None
+        bank = self.bank
+        if self.scoring == "zscore":
+            overlap = set(self.normative_ids) & set(self.reference_ids if isinstance(self.reference_ids, list) else ())
+            if overlap:
+                logger.warning("%d control(s) both standardise the errors and set the threshold: their z-scores are "
+                               "in-sample, so the threshold is optimistic", len(overlap))
+            bank = standardise_bank(bank, self.normative_ids, robust=self.robust_scoring)
+        truth = None
+        if self.ground_truth_subjects and self.atlas is not None:
+            wanted = set(self.test_ids) if self.test_ids is not None else set(bank.ids)
+            truth = load_ground_truth([s for s in self.ground_truth_subjects if str(s["id"]) in wanted], bank,
+                                      self.atlas.grid.name)
         self.result = run_pd_evaluation(
-            self.bank, None, self.test_ids, self.reference_ids, self.atlas, self.out_dir, q=self.q,
+            bank, None, self.test_ids, self.reference_ids, self.atlas, self.out_dir, q=self.q,
             per_roi_threshold=self.per_roi_threshold, n_slices=self.n_slices, n_bootstrap=self.n_bootstrap,
             seed=self.seed, model_name=self.model_name, showcase=self._showcase, threshold=self.threshold,
             nuclei=self.nuclei, roi_masks=self.roi_masks, brain=self.brain,
-            split=self.split, figures=self.figures, verbose=self.verbose)
+            split=self.split, figures=self.figures, verbose=self.verbose, ground_truth=truth, fprs=self.fprs,
+            scoring=self.scoring)
         metrics = {self.metric_prefix + k: (math.nan if v is None else float(v))
                    for k, v in self.result["metrics"].items()}
         if not isinstance(self.result["threshold"], Mapping):
