@@ -10,7 +10,14 @@ from typing import Any
 
 from common.errors import InputDataError
 
-__all__ = ["MAX_JSON_BYTES", "format_problems", "read_json", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = [
+    "MAX_JSON_BYTES",
+    "format_problems",
+    "read_json",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_text_atomic",
+]
 
 
 MAX_JSON_BYTES = 64 * 1024 * 1024
