@@ -78,7 +78,8 @@ def rng() -> np.random.Generator:
 def make_cohort(tmp_path, tiny_grid):
     """``make_cohort(n_controls=3, n_patients=2, anomaly=True) -> Path`` of a valid FA/MD cohort's dataset.json.
 
-    Each subject's FA is filled with ``0.1 * subject number`` and MD with ``0.5`` so tests can tell files apart.
+    Each subject's FA is filled with ``0.1 * subject number`` and MD with ``0.5`` so tests can tell files apart
+    (voxels (0, 0, 0) and (0, 0, 1) hold 0 and 1: a constant or binary map is refused as no image).
     """
 
     def make(n_controls: int = 3, n_patients: int = 2, anomaly: bool = True, root: Path | None = None) -> Path:
@@ -89,6 +90,7 @@ def make_cohort(tmp_path, tiny_grid):
             group = "control" if i < n_controls else "patient"
             fa = np.full(TINY.shape, 0.1 * ((i % 9) + 1), dtype=np.float32)
             md = np.full(TINY.shape, 0.5, dtype=np.float32)
+            fa[0, 0, :2] = md[0, 0, :2] = (0.0, 1.0)  # three values: constant and binary maps are refused
             write_nifti(root / sid / f"{sid}_FA.nii.gz", fa, TINY.affine)
             write_nifti(root / sid / f"{sid}_MD.nii.gz", md, TINY.affine)
             entry = {

@@ -210,8 +210,9 @@ def test_write_refuses_invalid_subjects(tmp_path, tiny_grid):
 def test_validate_dataset_passes_a_valid_cohort(make_cohort):
     report = validate_dataset(make_cohort(n_controls=3, n_patients=2), progress=False)
     assert report.n_subjects == 5 and report.n_files == 12 and report.data_checked
-    assert report.value_ranges["FA"] == pytest.approx((0.1, 0.5))
-    assert report.value_ranges["MD"] == pytest.approx((0.5, 0.5))
+    # make_cohort puts 0 and 1 in two voxels of every map (constant maps are refused)
+    assert report.value_ranges["FA"] == pytest.approx((0.0, 1.0))
+    assert report.value_ranges["MD"] == pytest.approx((0.0, 1.0))
 
 
 def test_validate_dataset_lists_problems_of_several_subjects_in_one_error(make_cohort):
@@ -249,7 +250,9 @@ def test_fa_and_md_on_different_grids_in_a_cohort(make_cohort):
     other = TINY.affine
     other[0, 3] -= 2.0
     md = path.parent / "sub-0002" / "sub-0002_MD.nii.gz"
-    write_nifti(md, np.full(TINY.shape, 0.5, np.float32), other)
+    md_data = np.full(TINY.shape, 0.5, np.float32)
+    md_data[0, 0, :2] = (0.0, 1.0)  # not constant: constant maps are refused as no image
+    write_nifti(md, md_data, other)
     with pytest.raises(InputDataError) as info:
         validate_dataset(path, progress=False, allow_resample=True)  # even when each could be resampled
     fa = path.parent / "sub-0002" / "sub-0002_FA.nii.gz"

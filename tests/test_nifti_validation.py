@@ -213,6 +213,7 @@ def test_md_in_physical_units_hints_at_the_scaling(tmp_path, rng):
 
 def test_pet_range_is_suvr(tmp_path):
     suvr = np.full(TINY.shape, 1.2, np.float32)
+    suvr[0, 0, :2] = (0.5, 2.0)  # a constant map is refused as no image
     load_checked(write_nifti(tmp_path / "pet.nii.gz", suvr, TINY.affine), TINY, "PET")
     suvr[0, 0, 0] = -0.5
     assert "values outside the PET range [0, 50]" in _error(
@@ -250,6 +251,7 @@ def test_channels_on_different_grids_name_both_files(tmp_path, fa_data):
 @pytest.fixture
 def fa_md_files(tmp_path, fa_data):
     md_data = np.full(TINY.shape, 0.25, np.float32)
+    md_data[0, 0, :2] = (0.0, 1.0)  # a constant map is refused as no image
     fa = write_nifti(tmp_path / "s1_FA.nii.gz", fa_data, TINY.affine)
     md = write_nifti(tmp_path / "s1_MD.nii.gz", md_data, TINY.affine)
     return [str(fa), str(md)], np.stack([fa_data, md_data])

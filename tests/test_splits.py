@@ -153,8 +153,9 @@ def test_splits_command_writes_next_to_the_dataset(make_cohort, capsys):
     out = capsys.readouterr().out
     assert f"wrote {written}: 3 splits of 8 controls (6 train / 0 val / 0 calib / 2 test), 2 patients in every test set" in out
     assert len([line for line in out.splitlines() if line.strip() and line.split()[0].isdigit()]) == 3
-    splits_command(str(path), out=str(path.parent / "other.json"), n_splits=2, n_test=3, n_val=1)
-    assert [len(s["test"]) for s in read_splits(path.parent / "other.json")["splits"]] == [3, 3]
+    # 8 controls as 4 / 1 / 3 have one best-balanced draw: 2 identical splits are refused, 1 is fine
+    splits_command(str(path), out=str(path.parent / "other.json"), n_splits=1, n_test=3, n_val=1)
+    assert [len(s["test"]) for s in read_splits(path.parent / "other.json")["splits"]] == [3]
 
 
 def test_calibration_controls_are_held_out_of_training_and_keep_the_other_parts(make_cohort):

@@ -5,7 +5,18 @@ Everything here depends on nibabel and numpy only (no torch); the MONAI transfor
 ``IterableDataset``), is imported only when asked for, so ``import common.data`` stays torch-free.
 """
 
-from .dataset_json import GROUPS, SEXES, CohortDataset, ValidationReport, read_dataset, validate_dataset, write_dataset
+from .dataset_json import (
+    GROUPS,
+    SEXES,
+    SUBJECT_ID_PATTERN,
+    CohortDataset,
+    ValidationReport,
+    check_subjects,
+    order_channels,
+    read_dataset,
+    validate_dataset,
+    write_dataset,
+)
 from .nifti import (
     MD_MAX_MM2_PER_S,
     MODALITIES,
@@ -22,6 +33,7 @@ from .splits import (
     make_splits,
     pool_subjects,
     read_splits,
+    require_distinct_splits,
     split_subjects,
     union_subjects,
     write_splits,
@@ -42,6 +54,10 @@ __all__ = [
     "read_dataset",
     "write_dataset",
     "validate_dataset",
+    "check_subjects",
+    "order_channels",
+    "SUBJECT_ID_PATTERN",
+    "require_distinct_splits",
     "default_n_test",
     "make_splits",
     "write_splits",

@@ -10,16 +10,35 @@ from typing import Any
 
 from common.errors import InputDataError
 
-__all__ = ["format_problems", "read_json", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = [
+    "MAX_JSON_BYTES",
+    "format_problems",
+    "read_json",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_text_atomic",
+]
+
+
+MAX_JSON_BYTES = 64 * 1024 * 1024
+"""Largest JSON file read (64 MiB): a dataset.json of 100,000 subjects is ~20 MB; anything bigger is not one of
+ours and would only exhaust memory."""
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Parse a JSON file; a syntax error names the line and column, since these files are edited by hand."""
+    """Parse a JSON file; a syntax error names the line and column, since these files are edited by hand.
+
+    Hostile files fail with an InputDataError too: over :data:`MAX_JSON_BYTES`, or nested so deep that the
+    parser hits Python's recursion limit (``[[[[...]]]]`` 100,000 deep raises RecursionError otherwise).
+    """
     path = Path(path)
     if not path.exists():
         raise InputDataError(path, "file not found")
     if not path.is_file():
         raise InputDataError(path, "is not a file")
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise InputDataError(path, f"{size} bytes is too large for a JSON file here (limit {MAX_JSON_BYTES} bytes)")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
@@ -28,6 +47,9 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise InputDataError(path, f"invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+    except RecursionError:
+        raise InputDataError(path, "JSON nested too deeply to parse (arrays or objects inside each other "
+                                   "thousands of levels deep)") from None
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:

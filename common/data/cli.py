@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.data.dataset_json import read_dataset, validate_dataset
-from common.data.splits import make_splits, write_splits
+from common.data.splits import make_splits, require_distinct_splits, write_splits
 
 __all__ = ["validate_command", "splits_command"]
 
@@ -44,12 +44,14 @@ def splits_command(
     """Write the age/sex-balanced control splits (default: ``splits.json`` next to the dataset.json)."""
     dataset = read_dataset(dataset_json, check_files=False)
     manifest = make_splits(dataset, n_splits=n_splits, n_test=n_test, n_val=n_val, seed=seed, n_calib=n_calib)
+    require_distinct_splits(manifest, dataset.path)
     path = write_splits(manifest, Path(out) if out else dataset.root / DEFAULT_SPLITS_NAME)
     print(
         f"wrote {path}: {n_splits} splits of {manifest['n_controls']} controls "
         f"({manifest['n_train']} train / {manifest['n_val']} val / {manifest['n_calib']} calib / "
         f"{manifest['n_test']} test), "
-        f"{manifest['n_patients']} patients in every test set, seed {seed}"
+        f"{manifest['n_patients']} patients in every test set, seed {seed}; "
+        f"{manifest['n_distinct_splits']} of {n_splits} splits distinct"
     )
     age, female = manifest["cohort_age_mean"], manifest["cohort_female_fraction"]
     print(f"cohort: mean age {_num(age)}, female fraction {_num(female)}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,10 @@ __all__ = [
     "SEXES",
     "CohortDataset",
     "ValidationReport",
+    "SUBJECT_ID_PATTERN",
+    "check_subjects",
+    "order_channels",
+    "output_stem",
     "read_dataset",
     "write_dataset",
     "validate_dataset",
@@ -46,6 +51,13 @@ SEXES = ("F", "M")
 
 _TOP_ORDER = ("name", "description", "reference", "licence", "tensorImageSize", "grid", "modality", "numTraining")
 _SUBJECT_ORDER = ("id", "group", "image", "anomaly", "age", "sex")
+SUBJECT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""Allowed subject ids: 1-128 ASCII letters, digits, ``.``, ``_`` and ``-``, starting with a letter or digit.
+
+Ids name output folders and files (``<output_dir>/<id>/<id>_error.nii.gz``), so an id must be one safe path
+component: no ``/`` or ``\\`` (``site1/sub-01`` and ``site2/sub-01`` would write into one ``sub-01``
+folder), no leading dot (``..``, hidden files), no spaces or characters a shell or another OS mangles."""
+
 _RESERVED = {"name", "description", "tensorImageSize", "grid", "modality", "numTraining", "training"}
 
 
@@ -126,11 +138,27 @@ def _parse_modalities(value: Any, problems: list[str]) -> list[str] | None:
         return None
     names = []
     for i in range(len(value)):
+        name = value[str(i)]
+        if not isinstance(name, str):
+            problems.append(f'"modality" channel {i} must be a modality name (a string), got {_brief(name)}')
+            continue
         try:
-            names.append(get_modality(value[str(i)]).name)
+            names.append(get_modality(name).name)
         except ValueError:
-            problems.append(f"unknown modality {value[str(i)]!r} for channel {i}; known: {', '.join(MODALITIES)}")
+            problems.append(f"unknown modality {name!r} for channel {i}; known: {', '.join(MODALITIES)}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        problems.append(f'"modality" names {", ".join(repeated)} more than once: each channel is a different modality')
+        return None
     return names if len(names) == len(value) else None
+
+
+def _brief(value: Any, limit: int = 60) -> str:
+    """``value``'s JSON type and a shortened repr, for type errors in hand-edited files."""
+    kind = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
+    text = repr(value)
+    return f"{kind} ({text if len(text) <= limit else text[: limit - 3] + '...'})"
 
 
 def subject_problems(
@@ -150,6 +178,11 @@ def subject_problems(
             problems.append(f"missing required key {key!r}")
     if "id" in subject and not (isinstance(sid, str) and sid.strip()):
         problems.append(f"id must be a non-empty string, got {sid!r}")
+    elif "id" in subject and not SUBJECT_ID_PATTERN.fullmatch(sid):
+        problems.append(
+            f"id {sid!r} is not a safe file name: ids name the output files, so use 1-128 letters, digits, "
+            "'.', '_' or '-', starting with a letter or digit (no '/', spaces or leading dot)"
+        )
     group = subject.get("group")
     if "group" in subject and group not in GROUPS:
         problems.append(f"unknown group {group!r}; allowed: {', '.join(GROUPS)}")
@@ -179,9 +212,56 @@ def cohort_problems(subjects: Sequence[dict]) -> list[str]:
     duplicates = sorted(str(i) for i, n in counts.items() if n > 1)
     if duplicates:
         problems.append(f"duplicate subject ids: {', '.join(duplicates)}")
+    problems += output_collisions(s.get("id") for s in subjects if isinstance(s, dict))
     if subjects and not any(isinstance(s, dict) and s.get("group") == "control" for s in subjects):
         problems.append("no control subjects (group 'control'): the models are trained on controls only")
     return problems
+
+
+def output_stem(subject_id: str) -> str:
+    """The file-name stem MONAI's ``SaveImage`` derives from a subject id through
+    :func:`common.transforms.subject_output_name` (which appends ``.nii.gz`` so the writer's extension stripping
+    removes only that): the id itself. Any other formatter must keep this true for :func:`output_collisions`."""
+    name = os.path.basename(f"{subject_id}.nii.gz")
+    name, ext = os.path.splitext(name)  # what monai.data.utils.create_file_basename does
+    if ext == ".gz":
+        name, ext = os.path.splitext(name)
+    return name
+
+
+def output_collisions(ids: Iterable[Any]) -> list[str]:
+    """Problems for distinct ids whose output names coincide: same :func:`output_stem`, or stems equal up to
+    case (one file on the case-insensitive file systems of macOS and Windows)."""
+    by_name: dict[str, list[str]] = {}
+    for sid in dict.fromkeys(i for i in ids if isinstance(i, str) and i):
+        by_name.setdefault(output_stem(sid).casefold(), []).append(sid)
+    return [
+        f"subject ids {', '.join(group)} give one output name {output_stem(group[0])!r} (outputs are named after "
+        "the id, and file names that differ only in case collide on macOS and Windows): rename them"
+        for group in by_name.values()
+        if len(group) > 1
+    ]
+
+
+def order_channels(subject: dict, available: Sequence[str], wanted: Sequence[str], source: Any = None) -> dict:
+    """A copy of ``subject`` whose ``image`` lists one file per ``wanted`` modality, in that order, taken by
+    name from ``available`` (the dataset's ``modality`` mapping, parallel to ``image``).
+
+    Channels are never taken by position: a dataset listing MD first gives the same (FA, MD) input as one
+    listing FA first. A wanted modality the dataset lacks raises InputDataError naming ``source``.
+    """
+    wanted = [get_modality(m).name for m in wanted]
+    available = [get_modality(m).name for m in available]
+    missing = [m for m in wanted if m not in available]
+    if missing:
+        raise InputDataError(
+            source,
+            f"the run needs modalities {', '.join(wanted)} but the dataset's \"modality\" mapping lists "
+            f"{', '.join(available)}: no {', '.join(missing)} channel",
+        )
+    out = dict(subject)
+    out["image"] = [subject["image"][available.index(m)] for m in wanted]
+    return out
 
 
 def _resolve(root: Path, rel: str) -> str:
@@ -191,11 +271,14 @@ def _resolve(root: Path, rel: str) -> str:
 # ------------------------------------------------------------------------------------------------------------ read
 
 
-def read_dataset(path: str | os.PathLike, check_files: bool = True) -> CohortDataset:
+def read_dataset(
+    path: str | os.PathLike, check_files: bool = True, modalities: Sequence[str] | None = None
+) -> CohortDataset:
     """Parse and check a dataset.json; raise one InputDataError listing every problem found.
 
     With ``check_files`` every referenced image and anomaly file must exist (contents are checked by
-    :func:`validate_dataset`).
+    :func:`validate_dataset`). With ``modalities`` (a bundle's ``["FA", "MD"]``) each subject's ``image`` is
+    reordered to those channels by name (:func:`order_channels`), and ``.modalities`` is that list.
     """
     path = Path(path).absolute()
     doc = read_json(path)
@@ -204,21 +287,26 @@ def read_dataset(path: str | os.PathLike, check_files: bool = True) -> CohortDat
 
     problems = [f"missing required key {k!r}" for k in ("grid", "modality", "training") if k not in doc]
     grid = None
-    if "grid" in doc:
+    for key, kind, example in (("name", str, '"my cohort"'), ("grid", str, '"spm1p5"')):
+        if key in doc and not isinstance(doc[key], kind):
+            problems.append(f'"{key}" must be a string such as {example}, got {_brief(doc[key])}')
+    if "numTraining" in doc and (not isinstance(doc["numTraining"], int) or isinstance(doc["numTraining"], bool)):
+        problems.append(f'"numTraining" must be an integer, got {_brief(doc["numTraining"])}')
+    if isinstance(doc.get("grid"), str):
         try:
             grid = get_grid(doc["grid"])
         except (ValueError, TypeError) as err:
             problems.append(str(err))
-    modalities = _parse_modalities(doc["modality"], problems) if "modality" in doc else None
+    dataset_modalities = _parse_modalities(doc["modality"], problems) if "modality" in doc else None
     training = doc.get("training", [])
     if not isinstance(training, list) or not training:
         if "training" in doc:
-            problems.append('"training" must be a non-empty list of subjects')
+            problems.append(f'"training" must be a non-empty list of subjects, got {_brief(training)}')
         training = []
-    if "numTraining" in doc and doc["numTraining"] != len(training):
+    if isinstance(doc.get("numTraining"), int) and doc["numTraining"] != len(training):
         problems.append(f'"numTraining" is {doc["numTraining"]!r} but "training" lists {len(training)} subjects')
     for i, subject in enumerate(training):
-        problems += subject_problems(subject, i, modalities)
+        problems += subject_problems(subject, i, dataset_modalities)
     problems += cohort_problems(training)
     if problems:
         raise InputDataError(path, format_problems(problems))
@@ -239,13 +327,18 @@ def read_dataset(path: str | os.PathLike, check_files: bool = True) -> CohortDat
         if problems:
             raise InputDataError(path, format_problems(problems))
 
+    if modalities is not None:
+        wanted = [modalities] if isinstance(modalities, str) else list(modalities)
+        subjects = [order_channels(s, dataset_modalities, wanted, path) for s in subjects]
+        dataset_modalities = [get_modality(m).name for m in wanted]
+
     meta = {k: v for k, v in doc.items() if k not in ("name", "grid", "modality", "numTraining", "training")}
     return CohortDataset(
         path=path,
         root=root,
         name=str(doc.get("name") or root.name),
         grid=grid,
-        modalities=modalities,
+        modalities=dataset_modalities,
         subjects=subjects,
         meta=meta,
     )
@@ -356,45 +449,92 @@ def validate_dataset(
     ``check_data=False`` checks headers only (NIfTI, 3D, type, shape, affine): cheap, no voxel is read.
     Anomaly maps are checked as modality ``ANOMALY``.
     """
-    from tqdm.auto import tqdm
-
     if not isinstance(dataset, CohortDataset):
         dataset = read_dataset(dataset, check_files=False)
-    problems: list[str] = []
+    return check_subjects(dataset.subjects, dataset.grid, dataset.modalities, what=None, source=dataset.path,
+                          check_data=check_data, progress=progress, allow_resample=allow_resample)
+
+
+def check_subjects(
+    subjects: Sequence[dict],
+    grid: str | Grid,
+    modalities: Sequence[str],
+    what: str | None = "the run's input",
+    source: str | os.PathLike | None = None,
+    check_data: bool = True,
+    progress: bool = False,
+    allow_resample: bool = False,
+    loader: Any = None,
+) -> ValidationReport:
+    """Check every file a run will read, before it starts; raise ONE InputDataError listing every problem.
+
+    What a run calls first (inference, evaluation, the experiment driver), so a NaN in the 3rd subject or a
+    truncated patient file stops it before the first map is written or the first epoch trained. Checks: ids
+    unique with unique output names (:func:`output_collisions`), then each ``image`` file as ``modalities``
+    (in channel order, as :func:`order_channels` arranged them) and each ``anomaly`` as ``ANOMALY`` with
+    :func:`~common.data.nifti.load_checked` (grid, dimensions, finite values, range, degenerate and swapped
+    maps), or with ``loader(image_files)`` when given (e.g. ``LoadPETImage``, which also takes Clinica's grid).
+    ``what`` names the run in the message; ``source`` (the dataset.json) leads it.
+
+    Cost: one extra read per file (a 1.5 mm FA or MD map, ~0.1 s); the bundles' inference and evaluation
+    read each volume again when they reach it, which is what refusing before the first output costs.
+    """
+    from tqdm.auto import tqdm
+
+    grid = get_grid(grid)
+    modalities = [modalities] if isinstance(modalities, str) else list(modalities)
+    subjects = list(subjects)
+    counts = Counter(s.get("id") for s in subjects if isinstance(s, dict))
+    problems: list[str] = [f"subject {i} listed {n} times" for i, n in counts.items() if n > 1]
+    problems += output_collisions(counts)
     ranges: dict[str, list[float]] = {}
     n_files = 0
-    for s in tqdm(dataset.subjects, desc="validating", unit="subject", disable=not progress):
-        channels = [(f"image[{c}]", f, m) for c, (f, m) in enumerate(zip(s["image"], dataset.modalities, strict=True))]
-        if "anomaly" in s:
-            channels.append(("anomaly", s["anomaly"], "ANOMALY"))
+    for s in tqdm(subjects, desc="validating", unit="subject", disable=not progress):
         n_before = len(problems)
+        if loader is not None:
+            n_files += len(s["image"])
+            try:
+                loader(s["image"])
+            except InputDataError as err:
+                problems.append(f"{s['id']} image: {err}")
+            channels = [("anomaly", s["anomaly"], "ANOMALY")] if "anomaly" in s else []
+        elif len(s["image"]) != len(modalities):
+            problems.append(f"{s['id']}: {len(s['image'])} image file(s) for {len(modalities)} modalities "
+                            f"({', '.join(modalities)})")
+            channels = []
+        else:
+            channels = [(f"image[{c}]", f, m) for c, (f, m) in enumerate(zip(s["image"], modalities, strict=True))]
+            if "anomaly" in s:
+                channels.append(("anomaly", s["anomaly"], "ANOMALY"))
         for key, file, modality in channels:
             n_files += 1
             try:
                 if check_data:
-                    data, _ = load_checked(file, dataset.grid, modality, allow_resample=allow_resample)
+                    data, _ = load_checked(file, grid, modality, allow_resample=allow_resample)
                     lo, hi = ranges.setdefault(modality, [math.inf, -math.inf])
                     ranges[modality] = [min(lo, float(data.min())), max(hi, float(data.max()))]
                 else:
-                    check_header(file, dataset.grid, allow_resample=allow_resample)
+                    check_header(file, grid, allow_resample=allow_resample)
             except InputDataError as err:
                 problems.append(f"{s['id']} {key} ({modality}): {err}")
         # Files each on the grid share it; only resampled channels can disagree, so check those (a file that
         # failed its own checks would just repeat its problem here).
-        if len(s["image"]) > 1 and len(problems) == n_before:
+        if loader is None and len(s["image"]) > 1 and len(problems) == n_before:
             try:
                 check_same_grid(s["image"])
             except InputDataError as err:
                 problems.append(f"{s['id']}: {err}")
     if problems:
         noun = "problem" if len(problems) == 1 else "problems"
+        where = f" of {what}" if what else ""
         raise InputDataError(
-            dataset.path,
-            f"{len(problems)} {noun} in {n_files} files of {len(dataset.subjects)} subjects:\n"
+            source,
+            f"{len(problems)} {noun} in {n_files} files of {len(subjects)} subjects{where}"
+            + (" (nothing was run)" if what else "") + ":\n"
             + "\n".join(f"  - {p}" for p in problems),
         )
     return ValidationReport(
-        n_subjects=len(dataset.subjects),
+        n_subjects=len(subjects),
         n_files=n_files,
         data_checked=check_data,
         value_ranges={m: (lo, hi) for m, (lo, hi) in ranges.items()},

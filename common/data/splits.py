@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ __all__ = [
     "write_splits",
     "read_splits",
     "check_splits",
+    "require_distinct_splits",
     "split_subjects",
     "pool_subjects",
     "union_subjects",
@@ -176,6 +178,10 @@ def make_splits(
             split["calib_age_mean"] = _mean(ages[calib])
         splits.append(split)
 
+    n_distinct = len({(tuple(s["train"]), tuple(s["val"]), tuple(s.get("calib", [])), tuple(s["test"]))
+                      for s in splits})
+    if n_distinct < n_splits:
+        warnings.warn(_few_distinct(n_distinct, n_splits, n, n_test, n_val), stacklevel=2)
     return {
         "dataset": source,
         "method": (
@@ -192,10 +198,36 @@ def make_splits(
         "n_val": int(n_val),
         "n_calib": int(n_calib),
         "n_test": n_test,
+        "n_distinct_splits": n_distinct,
         "cohort_age_mean": _mean(ages),
         "cohort_female_fraction": _female_fraction(sexes),
         "splits": splits,
     }
+
+
+def _few_distinct(n_distinct: int, n_splits: int, n: int, n_test: int, n_val: int) -> str:
+    return (
+        f"only {n_distinct} of {n_splits} splits are distinct: {n} controls split {n - n_test - n_val} train / "
+        f"{n_val} val / {n_test} test give too few distinct age- and sex-balanced draws (each split keeps the "
+        "best age match, so small cohorts keep drawing the same one); the spread over splits understates "
+        "the real variability. Use fewer splits or more controls"
+    )
+
+
+def require_distinct_splits(manifest: dict, source: str | os.PathLike | None = None) -> int:
+    """The manifest's number of distinct splits; InputDataError when ``n_splits > 1`` and every split is the
+    same (a mean +- sd over copies of one split would report sd 0). Pass ``--splits 1`` for one split."""
+    splits = manifest["splits"]
+    n_distinct = len({(tuple(s["train"]), tuple(s.get("val", [])), tuple(s.get("calib", [])), tuple(s["test"]))
+                      for s in splits})
+    if len(splits) > 1 and n_distinct == 1:
+        raise InputDataError(
+            source or manifest.get("dataset"),
+            f"all {len(splits)} splits are identical: {manifest['n_controls']} controls "
+            f"({manifest['n_train']} train / {manifest['n_val']} val / {manifest['n_test']} test) are too few for "
+            "distinct bootstrap draws. Run one split (--splits 1), fewer validation controls, or more controls",
+        )
+    return n_distinct
 
 
 def check_splits(
@@ -261,21 +293,25 @@ def split_subjects(
     n_val: int = 0,
     seed: int = 0,
     n_calib: int = 0,
+    modalities: Sequence[str] | None = None,
 ) -> list[dict]:
     """Subjects (dataset entries with absolute paths) of one part of one split: what a bundle trains,
-    validates or evaluates on.
+    validates or evaluates on. With ``modalities`` each ``image`` lists those channels in that order, taken by
+    name (:func:`~common.data.dataset_json.order_channels`).
 
     The split comes from ``splits_file`` when given (checked for leaks against the dataset), else it is
     drawn with :func:`make_splits` from ``n_splits``, ``n_val`` and ``seed`` (deterministic, nothing written).
     """
     if part not in SPLIT_PARTS:
         raise ValueError(f"unknown split part {part!r}; expected one of {SPLIT_PARTS}")
-    dataset = read_dataset(dataset_json)
+    dataset = read_dataset(dataset_json, modalities=modalities)
     if splits_file:
         manifest = read_splits(splits_file, dataset)
     else:
-        manifest = make_splits(dataset, n_splits=max(n_splits, split_index + 1), n_val=n_val, seed=seed,
-                               n_calib=n_calib)
+        with warnings.catch_warnings():  # one split is used here; the experiment driver reports distinctness
+            warnings.simplefilter("ignore")
+            manifest = make_splits(dataset, n_splits=max(n_splits, split_index + 1), n_val=n_val, seed=seed,
+                                   n_calib=n_calib)
     if not 0 <= split_index < len(manifest["splits"]):
         raise InputDataError(splits_file, f"split {split_index} requested, the manifest has {len(manifest['splits'])}")
     split = manifest["splits"][split_index]
@@ -298,6 +334,7 @@ def pool_subjects(
     n_val: int = 0,
     seed: int = 0,
     n_calib: int = 0,
+    modalities: Sequence[str] | None = None,
 ) -> list[dict]:
     """The subjects of one or several parts of a split (e.g. ``["train", "val"]``), each once, in part order:
     the reference pools of an evaluation (the controls that set a threshold or standardise the scores)."""
@@ -306,7 +343,8 @@ def pool_subjects(
         return []
     seen: dict[str, dict] = {}
     for part in parts:
-        for subject in split_subjects(dataset_json, part, split_index, splits_file, n_splits, n_val, seed, n_calib):
+        for subject in split_subjects(dataset_json, part, split_index, splits_file, n_splits, n_val, seed, n_calib,
+                                      modalities):
             seen.setdefault(subject["id"], subject)
     return list(seen.values())
 

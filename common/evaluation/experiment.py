@@ -82,6 +82,41 @@ def _fit_then_evaluate_baseline(root: Path, settings: Mapping, label: str) -> No
     evaluate_normative_split(dataset_dir / "dataset.json", root, settings["split_index"], **kwargs)
 
 
+def _check_experiment_input(configs: Path, settings: Mapping, splits: int, bundle: str) -> None:
+    """Before the first split is trained: every file of the cohort is read and checked (a truncated patient
+    file fails now, not after training), and the splits are counted. Identical splits are refused (unless one
+    split is asked for); fewer distinct ones than asked are printed."""
+    import warnings
+
+    from common.data import check_subjects, make_splits, read_dataset, require_distinct_splits
+
+    # the baseline has no bundle config: it reads the PD grid and channels
+    config = json.loads((configs / "train.json").read_text()) if configs else {"grid": "spm1p5",
+                                                                              "modalities": ["FA", "MD"]}
+    grid = settings.get("grid", config.get("grid"))
+    modalities = settings.get("modalities", config.get("modalities", ["PET"]))
+    dataset_dir = settings.get("dataset_dir")
+    if dataset_dir is None:
+        from common.data.synthetic import default_cohort
+
+        dataset_json = default_cohort("pd")
+    else:
+        dataset_json = Path(dataset_dir) / "dataset.json"
+    dataset = read_dataset(dataset_json, modalities=modalities)
+    if not settings.get("splits_file"):
+        with warnings.catch_warnings():  # reported below, in the run's own words
+            warnings.simplefilter("ignore")
+            manifest = make_splits(dataset, n_splits=splits, n_val=settings.get("n_val", 0),
+                                   seed=settings.get("split_seed", 0), n_calib=settings.get("n_calib", 0))
+        n_distinct = require_distinct_splits(manifest, dataset.path)
+        if n_distinct < splits:
+            print(f"[{bundle}] warning: only {n_distinct} of {splits} splits are distinct ({manifest['n_controls']} "
+                  "controls are too few for that many distinct bootstrap draws); the sd over splits understates "
+                  "the variability")
+    check_subjects(dataset.subjects, grid, modalities, what=f"the {bundle} experiment", source=dataset.path,
+                   progress=bool(settings.get("progress", False)))
+
+
 def run_pd_experiment(bundle: str = "pd_ae", dataset_dir: str | None = None, out: str | Path | None = None,
                       splits: int = 10, seed: int = 0, n_val: int = 3, epochs: int | None = None,
                       overrides: Mapping | None = None, bundles_dir: str | Path | None = None,
@@ -100,13 +135,14 @@ def run_pd_experiment(bundle: str = "pd_ae", dataset_dir: str | None = None, out
         raise ValueError(f"unknown PD model {bundle!r}; expected one of {PD_MODELS}")
     configs = None if bundle == BASELINE_NAME else bundle_configs(bundle, bundles_dir)
     out = Path(out or Path("outputs") / "experiments" / bundle)
-    out.mkdir(parents=True, exist_ok=True)
     common = {"split_seed": seed, "n_splits": splits, "n_val": n_val, "seed": seed, "progress": progress,
               "n_calib": int(n_calib), "reference_pool": reference_pool,
               **({"scoring": scoring} if scoring is not None else {}),
               **({"dataset_dir": str(dataset_dir)} if dataset_dir else {}), **(overrides or {})}
     if epochs is not None:
         common["epochs"] = int(epochs)
+    _check_experiment_input(configs, common, splits, bundle)
+    out.mkdir(parents=True, exist_ok=True)
     results, timings = [], []
     for index in range(splits):
         root = out / f"split_{index:02d}"

@@ -124,12 +124,20 @@ class LoadValidatedImaged(MapTransform):
 
 def subject_output_name(metadict: Mapping, saver: Transform) -> dict:
     """``output_name_formatter`` for MONAI's ``SaveImage(d)``: outputs are named after the subject id
-    (``<output_dir>/<id>/<id>_<postfix>.nii.gz``) instead of the first input file's name."""
+    (``<output_dir>/<id>/<id>_<postfix>.nii.gz``) instead of the first input file's name.
+
+    MONAI strips what it takes for an extension from the name (``sub.001`` would become ``sub``, so
+    ``sub.001`` and ``sub.002`` would overwrite one file), so ``.nii.gz`` is appended for it to strip: the id
+    is kept whole (:func:`common.data.dataset_json.output_stem`). Ids are checked to be single safe path
+    components (:data:`common.data.SUBJECT_ID_PATTERN`) before a run starts; a ``/`` is refused here too."""
     subject = metadict.get(SUBJECT_ID)
     if subject is None:
         name = os.path.basename(str(metadict.get(ImageMetaKey.FILENAME_OR_OBJ, "image")))
         subject = name.split(".nii")[0]
-    return {"subject": str(subject), "idx": metadict.get(ImageMetaKey.PATCH_INDEX)}
+    subject = str(subject)
+    if "/" in subject or "\\" in subject or subject in ("", ".", ".."):
+        raise InputDataError(None, f"subject id {subject!r} cannot name an output file (one path component needed)")
+    return {"subject": f"{subject}.nii.gz", "idx": metadict.get(ImageMetaKey.PATCH_INDEX)}
 
 
 LoadValidatedImageD = LoadValidatedImageDict = LoadValidatedImaged
