@@ -71,22 +71,23 @@ def _pet_section(out: Path):
                            "vs healthy, Bonferroni", read_csv_rows(results / "sweep_stats.csv", [
                                "degree", "effective_reduction_uptake", "mse_normalised_mean", "mse_normalised_sd", "t",
                                "p_bonferroni", "significant"])))
+    table1 = read_csv_rows(results / "dementia_table.csv")  # with the paper's rows (source column) since it has one
+    columns = [*(["source"] if table1 and "source" in table1[0] else []), "dementia", "mse_image_mean",
+               "mae_image_mean", "psnr_image_mean", "ssim_image_mean", "mse_mask_mean", "mse_outside_mean",
+               "ssim_reconstructions_image_mean", "healthiness_healthy_input_mean", "healthiness_simulated_input_mean",
+               "healthiness_reconstruction_mean"]
     section.tables.append(("(b) six dementias at 30 %: healthy original vs reconstruction of the simulated image "
-                           "(paper Table 1)", read_csv_rows(results / "dementia_table.csv", [
-                               "dementia", "mse_image_mean", "mae_image_mean", "psnr_image_mean", "ssim_image_mean",
-                               "mse_mask_mean", "mse_outside_mean", "ssim_reconstructions_image_mean",
-                               "healthiness_healthy_input_mean", "healthiness_simulated_input_mean",
-                               "healthiness_reconstruction_mean"])))
+                           "(paper Table 1)", [{c: r.get(c, "") for c in columns} for r in table1]))
     cn_vs_ad = summary.get("cn_vs_ad") or {}
     rows = [{"metric": m, "CN mean": v["control"]["mean"], "CN sd": v["control"]["sd"], "AD mean": v["patient"]["mean"],
              "AD sd": v["patient"]["sd"], "Welch p": v.get("p")} for m, v in cn_vs_ad.items() if "control" in v]
     if rows:
         section.tables.append(("(c) CN vs AD test subjects: input vs reconstruction (paper Table 2)", rows))
-    detection = [{"mask": r["mask"], "degree": r["degree"], "AUROC": r["auroc_mean"], "AUROC sd": r["auroc_sd"],
+    detection = [{"model": r.get("model", summary.get("model")), "mask": r["mask"], "degree": r["degree"], "AUROC": r["auroc_mean"], "AUROC sd": r["auroc_sd"],
                   "AP": r["average_precision_mean"], "prevalence": r["prevalence_mean"]}
                  for r in summary.get("voxel_detection", [])]
-    section.tables.append(("(d) voxel-level detection of the simulated mask from |input - reconstruction| (mean over "
-                           "test controls)", detection))
+    section.tables.append(("(d) voxel-level detection of the simulated mask: the VAE's |input - reconstruction| and "
+                           "the normative baseline (mean over test controls)", detection))
     figures = results / "figures"
     section.figures += [(caption, figures / name) for name, caption in (
         ("sweep_mse.png", "normalised MSE per degree (paper Fig. 1)"),

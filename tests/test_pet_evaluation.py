@@ -339,8 +339,9 @@ def test_ad_vae3d_evaluate_config_runs_the_evaluation(tmp_path):
     from common.networks import VAE3d, VAEReconstructor
     from conftest import bundle_workflow
 
-    overrides = dict(bundle_root=str(tmp_path), degrees=[0, 30], dementias=["ad"], progress=False,
-                     voxel_subsample=2000, test_subjects=_first_two("test"), patients=_first_two("patients"))
+    overrides = {"bundle_root": str(tmp_path), "degrees": [0, 30], "dementias": ["ad"], "progress": False,
+                 "voxel_subsample": 2000, "test_subjects": _first_two("test"), "patients": _first_two("patients"),
+                 "train#subjects": _first_two("train"), "validate#subjects": _first_two("val"), "n_bootstrap": 50}
     missing = bundle_workflow("ad_vae3d", ["train.json", "evaluate.json"], "infer", **overrides)
     with pytest.raises((RuntimeError, InputDataError)) as err:  # MONAI may wrap errors of config expressions
         missing.initialize()
@@ -368,6 +369,11 @@ def test_ad_vae3d_evaluate_config_runs_the_evaluation(tmp_path):
     assert summary["split"] == 0 and len(summary["subjects"]["test"]) == 2 and len(summary["subjects"]["patients"]) == 2
     assert [r["degree"] for r in summary["sweep"]["degrees"]] == [0.0, 30.0]
     assert (out / "figures" / "reconstructions.png").is_file()
+    # the baseline is fitted on the split's training controls, thresholds set on its validation controls
+    assert summary["settings"]["baseline"]["n_train"] == 2 and summary["settings"]["baseline"]["tail"] == "lower"
+    assert summary["settings"]["calibration"] == {**summary["settings"]["calibration"], "pool": "validation controls",
+                                                  "n": 2, "fprs": [0.01, 0.05]}
+    assert {r["model"] for r in summary["voxel_thresholds"]} == {"ad_vae3d", "normative"}
 
 
 def test_load_weights_takes_a_state_dict_or_a_saver_dict_and_names_a_mismatch(tmp_path):

@@ -16,6 +16,18 @@ own would change scale whenever the maximum lies in the mask) and reconstructed 
 (d) beyond the paper: voxel-level AUROC and average precision of the anomaly map ``|input - reconstruction|``
     against the binary simulated mask, over brain voxels.
 
+Against a baseline (when ``train_subjects`` are given): a voxel-wise normative model (lower tail: hypometabolism,
+:class:`common.normative.NormativeModel`) fitted on the split's training controls' normalised PET, the very inputs
+the VAE learnt from, and scored on every image the VAE is scored on. Both models then get, in (d), AUROC and AP;
+with held-out healthy ``calibration_subjects`` (the split's validation controls in the bundle), voxel thresholds
+at fixed false-positive rates (1 %, 5 %) set on them, the Dice of each simulated mask at those thresholds next to
+the best Dice any threshold could reach (``oracle``: chosen with the answer), and the false-positive rate those
+thresholds actually reach on the unsimulated test controls (bootstrap CI over subjects); and at subject level,
+CN vs AD and simulated vs healthy at each degree, AUROC / AP (bootstrap CIs) of the mean anomaly score inside the
+sweep (AD) mask. The degree sweep reports both the paired and the two-sample (Welch) t-test, since the paper
+does not say which it used, and every table that mirrors one of the paper's carries its numbers side by side
+(:mod:`common.evaluation.paper_values`), labelled ``paper (real ADNI)``.
+
 Healthiness (Hassanaly et al., MELBA 2024) is the mean uptake inside the mask over the mean uptake in the rest
 of the brain, computed in SUVR (reconstructions mapped back with the healthy image's min and max).
 """
@@ -39,13 +51,16 @@ from tqdm.auto import tqdm
 
 from common.data._jsonio import write_json_atomic
 from common.errors import InputDataError
+from common.evaluation import paper_values
 from common.evaluation.pd import _jsonable, _write_csv
 from common.grids import get_grid
 from common.metrics.image import SSIM_SIGMA, SSIM_TRUNCATE, mae, mse, psnr, ssim_map
 from common.transforms.hypometabolism import DEMENTIA_PATTERNS, smoothed_mask
 
 __all__ = [
+    "BASELINE_NAME",
     "DEFAULT_DEGREES",
+    "DEFAULT_FPRS",
     "REGIONS",
     "T_TESTS",
     "degree_statistics",
@@ -68,6 +83,10 @@ REGIONS = ("image", "mask", "outside")
 #: every degree, so the between-subject spread of the baseline error cancels out.
 T_TESTS = ("paired", "welch")
 _IMAGE_METRICS = ("mse", "mae", "psnr", "ssim")
+#: False-positive rates at which voxel thresholds are calibrated on held-out healthy controls.
+DEFAULT_FPRS = (0.01, 0.05)
+#: Name of the voxel-wise normative baseline in the outputs' ``model`` column.
+BASELINE_NAME = "normative"
 
 
 # ------------------------------------------------------------------------------------------------ building blocks
@@ -332,7 +351,10 @@ def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], 
                        seed: int = 0, *, test: str = "paired", alpha: float = 0.05, voxel_subsample: int | None = 50_000,
                        masks: Mapping[str, np.ndarray] | None = None, brain: np.ndarray | None = None,
                        modality: str = "PET", loader: Callable | None = None, num_threads: int = 2,
-                       figures: bool = True, model_name: str = "ad_vae3d", split=None, verbose: bool = True) -> dict:
+                       figures: bool = True, model_name: str = "ad_vae3d", split=None, verbose: bool = True,
+                       train_subjects: Sequence[Mapping] = (), calibration_subjects: Sequence[Mapping] = (),
+                       calibration_pool: str = "validation controls", fprs: Sequence[float] = DEFAULT_FPRS,
+                       n_bootstrap: int = 2000, normative: Mapping | None = None) -> dict:
     """The whole simulation-based evaluation of one model; writes its results under ``out_dir`` and returns them.
 
     ``reconstruct``: a torch module or callable mapping a (B, 1, X, Y, Z) float tensor in [0, 1] to a same-shape
@@ -347,9 +369,17 @@ def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], 
     ``loader``: path -> (1, X, Y, Z) volume on ``grid`` (default: validated loading of ``modality`` on ``grid``;
     the bundle passes :class:`~common.transforms.LoadPETImage`, which also reduces Clinica pet-linear images).
 
+    Baseline and calibration (module docstring): ``train_subjects`` (healthy training controls) fit the
+    ``normative`` baseline (options of :class:`~common.normative.NormativeModel`; tail ``"lower"`` by default),
+    none: no baseline; ``calibration_subjects`` (held-out healthy controls, named ``calibration_pool`` in the
+    outputs) set each model's voxel thresholds at ``fprs``, none: no thresholds; ``n_bootstrap`` resamples (over
+    subjects) give the confidence intervals. The four subject lists must not share a subject.
+
     Writes ``sweep.csv``, ``sweep_stats.csv``, ``dementias.csv``, ``dementia_table.csv``, ``cn_vs_ad.csv``,
-    ``voxel_detection.csv``, ``summary.json`` and ``figures/*.png``, each atomically and only once everything is
-    computed: a failure leaves no partial results. Returns the summary plus ``rows`` (the CSVs' rows, unrounded).
+    ``cn_vs_ad_table.csv``, ``voxel_detection.csv``, ``voxel_thresholds.csv``, ``subject_scores.csv``,
+    ``subject_detection.csv``, ``paper_comparison.csv``, ``summary.json`` and ``figures/*.png``, each atomically
+    and only once everything is computed: a failure leaves no partial results. Returns the summary plus ``rows``
+    (the CSVs' rows, unrounded).
     """
     t_start = time.perf_counter()
     grid_ = get_grid(grid)
@@ -369,9 +399,28 @@ def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], 
     dementias = list(dict.fromkeys(dementias))
     subjects = _check_subjects(test_subjects, "test_subjects")
     patients = _check_subjects(patients, "patients", allow_empty=True)
-    shared = sorted({str(s["id"]) for s in subjects} & {str(p["id"]) for p in patients})
-    if shared:
-        raise ValueError(f"subject(s) both in test_subjects and patients: {', '.join(shared)}")
+    train = _check_subjects(train_subjects, "train_subjects", allow_empty=True)
+    calibration = _check_subjects(calibration_subjects, "calibration_subjects", allow_empty=True)
+    parts = {"test_subjects": subjects, "patients": patients, "calibration_subjects": calibration,
+             "train_subjects": train}
+    names_ = list(parts)
+    for i, a in enumerate(names_):
+        for b in names_[i + 1:]:
+            shared = sorted({str(s["id"]) for s in parts[a]} & {str(s["id"]) for s in parts[b]})
+            if shared:
+                raise ValueError(f"subject(s) both in {a} and {b}: {', '.join(shared)}")
+    fprs = tuple(sorted({float(f) for f in fprs}))
+    if any(not 0.0 < f < 1.0 for f in fprs):
+        raise ValueError(f"fprs must be false-positive rates in (0, 1), got {list(fprs)}")
+    if int(n_bootstrap) < 1:
+        raise ValueError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
+    normative_options = {"tail": "lower", **dict(normative or {})}
+    if "mask" in normative_options or "spacing" in normative_options:
+        raise ValueError("normative options must not set mask or spacing: the brain mask and the grid's are used")
+    if model_name == BASELINE_NAME:
+        raise ValueError(f"model_name {model_name!r} is the baseline's name in the outputs; choose another")
+    if not calibration_pool or not str(calibration_pool).strip():
+        raise ValueError("calibration_pool must name the held-out healthy set (e.g. 'validation controls')")
     names = list(dict.fromkeys([sweep_mask, *dementias]))
     regions, brain = _resolve_masks(names, grid_, masks, brain)
     model = _Reconstructor(reconstruct, device)
@@ -383,16 +432,42 @@ def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], 
     everyone = [*subjects, *patients]
     volumes = load_subject_volumes(everyone, grid_, [modality], keep=lambda i, v: v[0], num_threads=num_threads,
                                    progress=progress, desc="loading PET images", loader=loader)
-    for s, v in zip(everyone, volumes):
+    cal_volumes = load_subject_volumes(calibration, grid_, [modality], keep=lambda i, v: v[0],
+                                       num_threads=num_threads, progress=progress,
+                                       desc="loading calibration PET images", loader=loader) if calibration else []
+
+    def check_range(s: Mapping, v: np.ndarray) -> tuple[float, float]:
         if v.shape != grid_.shape:
             raise InputDataError(_first_file(s), f"loaded as {v.shape}, the {grid_.name} grid is {grid_.shape}")
-    ranges = []
-    for s, v in zip(everyone, volumes):
         lo, hi = float(v.min()), float(v.max())
         if not hi > lo:
             raise InputDataError(_first_file(s), f"constant image (all voxels {lo:g}): it cannot be min-max normalised")
-        ranges.append((lo, hi))
+        return lo, hi
+
+    def own_normalised(i: int, v: np.ndarray) -> np.ndarray:
+        """A training image as the VAE saw it: min-max normalised on its own (channel axis kept)."""
+        lo, hi = check_range(train[i], v[0])
+        return ((v - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32, copy=False)
+
+    train_volumes = load_subject_volumes(train, grid_, [modality], keep=own_normalised, num_threads=num_threads,
+                                         progress=progress, desc="loading training PET images",
+                                         loader=loader) if train else []
+    ranges = [check_range(s, v) for s, v in zip(everyone, volumes)]
+    cal_ranges = [check_range(s, v) for s, v in zip(calibration, cal_volumes)]
     t_load = time.perf_counter() - t0
+
+    # --- the baseline: a voxel-wise normative model of the training controls' normalised images
+    t0 = time.perf_counter()
+    scorers: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+        model_name: lambda x, r: np.abs(x - r)}  # (input, reconstruction) -> anomaly map, per model
+    if train:
+        from common.normative import NormativeModel
+
+        baseline_model = NormativeModel(brain, spacing=grid_.spacing, **normative_options)
+        baseline_model.fit(np.stack(train_volumes))
+        scorers[BASELINE_NAME] = lambda x, r: np.asarray(baseline_model.score(x[None]), np.float32)
+    del train_volumes
+    t_fit = time.perf_counter() - t0
 
     # --- the conditions, and each smoothed mask once for all subjects
     spacing = grid_.spacing
@@ -482,12 +557,47 @@ def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], 
                             "healthiness_reconstruction": healthiness(r_suvr, m, brain),
                             "healthiness_healthy_reconstruction": healthiness(suvr(s, r0), m, brain)})
                 out["dementia"] = row
-            anomaly = np.abs(xin - r).reshape(-1)[brain_idx]
-            auroc, ap = voxel_detection(anomaly, voxel_labels[mask_name])
-            out["voxel"] = {"id": sid, "mask": mask_name, "degree": c.degree, "auroc": auroc, "average_precision": ap,
-                            "prevalence": float(voxel_labels[mask_name].mean()), "n_voxels": int(brain_idx.size)}
+        maps = {name: score(xin, r) for name, score in scorers.items()}
+        if s < n_test:
+            labels = voxel_labels[mask_name]
+            out["voxel"] = []
+            for name, amap in maps.items():
+                anomaly = amap.reshape(-1)[brain_idx]
+                auroc, ap = voxel_detection(anomaly, labels)
+                out["voxel"].append({"id": sid, "model": name, "mask": mask_name, "degree": c.degree, "auroc": auroc,
+                                     "average_precision": ap, "prevalence": float(labels.mean()),
+                                     "n_voxels": int(brain_idx.size),
+                                     **_dice_fields(anomaly, labels, thresholds.get(name, {}))})
+                if c.healthy:
+                    out.setdefault("healthy_scores", {})[name] = anomaly
+        if s >= n_test or c in sweep_set:
+            out["subject"] = [{"id": sid, "group": "patient" if s >= n_test else "control",
+                               "mask": c.mask or "", "degree": c.degree, "model": name,
+                               "score": float(amap[score_region].mean(dtype=np.float64))}
+                              for name, amap in maps.items()]
         out["_seconds"] = time.perf_counter() - started
         return out
+
+    score_region = regions[sweep_mask]  # subject score: mean anomaly inside the sweep (AD) mask
+    thresholds: dict[str, dict[float, float]] = {}  # model -> fpr -> voxel threshold, set before any metrics job
+    calibration_scores: dict[str, np.ndarray] = {}
+
+    def calibrate() -> None:
+        """Voxel thresholds of each model at ``fprs``, on the held-out healthy controls' brain voxels (pooled)."""
+        from common.metrics.voxel import threshold_at_fpr
+
+        per_model = {name: np.empty((len(calibration), brain_idx.size), np.float32) for name in scorers}
+        for start in range(0, len(calibration), int(batch_size)):
+            ks = range(start, min(len(calibration), start + int(batch_size)))
+            inputs = np.stack([((cal_volumes[k] - np.float32(cal_ranges[k][0]))
+                                / np.float32(cal_ranges[k][1] - cal_ranges[k][0])).astype(np.float32) for k in ks])
+            recons = model(inputs)
+            for j, k in enumerate(ks):
+                for name, score in scorers.items():
+                    per_model[name][k] = score(inputs[j], recons[j]).reshape(-1)[brain_idx]
+        for name, values in per_model.items():
+            calibration_scores[name] = values
+            thresholds[name] = {f: float(threshold_at_fpr(values.reshape(-1), f)) for f in fprs}
 
     results: list[dict | None] = [None] * len(jobs)
     was_training = isinstance(reconstruct, torch.nn.Module) and reconstruct.training
@@ -498,6 +608,10 @@ def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], 
         with torch.random.fork_rng(devices=[]), ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool, \
                 tqdm(total=len(jobs), desc="reconstructing", unit="image", disable=not progress) as bar:
             torch.manual_seed(seed)
+            t_cal = time.perf_counter()
+            if calibration:
+                calibrate()
+            timings["calibration_s"] = time.perf_counter() - t_cal
             pending: list[tuple[int, str, Future]] = []
             for start in range(0, len(jobs), int(batch_size)):
                 batch = jobs[start:start + int(batch_size)]
@@ -542,14 +656,20 @@ def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], 
     sweep_rows = [r["sweep"] for r in results if "sweep" in r]
     dementia_rows = [r["dementia"] for r in results if "dementia" in r]
     group_rows = [r["cn_vs_ad"] for r in results if "cn_vs_ad" in r]
-    voxel_rows = [r["voxel"] for r in results if "voxel" in r]
+    voxel_rows = [row for r in results if "voxel" in r for row in r["voxel"]]
+    subject_rows = [row for r in results if "subject" in r for row in r["subject"]]
+    models = list(scorers)
     ids = [str(s["id"]) for s in subjects]
     by_sd = {(r["id"], r["degree"]): r for r in sweep_rows}
     mse_matrix = np.array([[by_sd[(i, d)]["mse"] for d in degrees] for i in ids])
     baseline = float(mse_matrix[:, 0].mean())
     for row in sweep_rows:
         row["mse_normalised"] = row["mse"] / baseline if baseline > 0 else float("nan")
-    stat_rows, first_significant = degree_statistics(mse_matrix, degrees, test=test, alpha=alpha)
+    by_test = {t: degree_statistics(mse_matrix, degrees, test=t, alpha=alpha) for t in T_TESTS}
+    stat_rows, first_significant = by_test[test]
+    for t, (rows_t, _) in by_test.items():
+        for row, row_t in zip(stat_rows, rows_t):
+            row.update({f"{k}_{t}": row_t[k] for k in ("t", "p", "p_bonferroni", "significant")})
     for row in stat_rows:
         d = row["degree"]
         sel = [by_sd[(i, d)] for i in ids]
@@ -564,9 +684,21 @@ def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], 
     dementia_table = _mean_sd_table(dementia_rows, "dementia", dementias)
     group_table = group_statistics({m_: np.array([r[m_] for r in group_rows]) for m_ in _IMAGE_METRICS},
                                    np.array([r["group"] for r in group_rows]))
-    voxel_table = _mean_sd_table(voxel_rows, ("mask", "degree"),
-                                 list(dict.fromkeys((r["mask"], r["degree"]) for r in voxel_rows)),
-                                 fields=("auroc", "average_precision", "prevalence"))
+    voxel_fields = _voxel_fields(fprs if thresholds else ())
+    voxel_table = _mean_sd_table(voxel_rows, ("model", "mask", "degree"),
+                                 list(dict.fromkeys((r["model"], r["mask"], r["degree"]) for r in voxel_rows)),
+                                 fields=[f for f in voxel_fields[3:] if f not in ("n_voxels", "threshold_oracle")])
+    healthy_scores = {name: np.stack([r["healthy_scores"][name] for r in results if "healthy_scores" in r])
+                      for name in models}
+    threshold_rows = _threshold_rows(thresholds, calibration_scores, healthy_scores, calibration_pool, n_bootstrap,
+                                     seed)
+    detection_rows = _subject_detection(subject_rows, models, ids, [str(p["id"]) for p in patients], sweep_mask,
+                                        degrees, n_bootstrap, seed)
+    group_rows_table = [{"group": g, "n": group_table["mse"][g]["n"],
+                         **{f"{m_}_{k}": group_table[m_][g][k] for m_ in _IMAGE_METRICS for k in ("mean", "sd")},
+                         "source": paper_values.RUN_SOURCE}
+                        for g in ("control", "patient") if group_table["mse"][g]["n"]]
+    comparison = _paper_comparison(by_test, dementia_table, group_table, sweep_mask, dementia_degree)
 
     result = {
         "model": model_name, "split": split, "grid": grid_.name,
@@ -580,12 +712,29 @@ def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], 
             "voxel_detection": "anomaly map |input - reconstruction| scored against the binary simulated mask, "
                                "over brain voxels (mask restricted to the brain)",
             "voxel_subsample": None if voxel_subsample is None else int(brain_idx.size), "seed": seed,
+            "models": models,
+            "baseline": ({"model": BASELINE_NAME, "fitted_on": "train_subjects (healthy training controls), "
+                          "each min-max normalised on its own as the VAE's training inputs",
+                          "n_train": len(train), **normative_options} if train else None),
+            "calibration": ({"pool": calibration_pool, "n": len(calibration), "fprs": list(fprs),
+                             "thresholds": "per model, the voxel score exceeded by the target fraction of the pool's "
+                                           "brain voxels (the voxel set of (d))"} if calibration else None),
+            "oracle": "dice_oracle: the best Dice over all thresholds of that image, chosen with its mask (an upper "
+                      "bound, not an operating point)",
+            "subject_score": f"mean anomaly score inside the {sweep_mask} mask",
+            "n_bootstrap": int(n_bootstrap),
         },
         "subjects": {"test": ids, "patients": [str(p["id"]) for p in patients]},
-        "sweep": {"baseline_mse": baseline, "first_significant_degree": first_significant, "degrees": stat_rows},
+        "sweep": {"baseline_mse": baseline, "first_significant_degree": first_significant,
+                  "first_significant_degree_by_test": {t: v[1] for t, v in by_test.items()}, "degrees": stat_rows},
         "dementias": dementia_table,
         "cn_vs_ad": group_table,
         "voxel_detection": voxel_table,
+        "voxel_thresholds": threshold_rows,
+        "subject_detection": detection_rows,
+        "paper": {"label": paper_values.PAPER_SOURCE, "values": paper_values.PAPER,
+                  "protocol_differences": paper_values.PROTOCOL_DIFFERENCES},
+        "paper_comparison": comparison,
     }
 
     # --- files, all computed above: nothing is written if anything failed
@@ -595,12 +744,23 @@ def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], 
                                   ([r[f] for f in _STAT_FIELDS] for r in stat_rows)),
         "dementias": _write_csv(out_dir / "dementias.csv", list(dementia_rows[0]) if dementia_rows else ["id"],
                                 ([*r.values()] for r in dementia_rows)),
-        "dementia_table": _write_csv(out_dir / "dementia_table.csv", *_table_csv(dementia_table, "dementia")),
+        "dementia_table": _write_csv(out_dir / "dementia_table.csv", *_table_csv(
+            [{**r, "source": paper_values.RUN_SOURCE} for r in dementia_table]
+            + (paper_values.paper_dementia_rows(dementias) if dementia_degree == _PAPER_DEGREE else []), "dementia")),
         "cn_vs_ad": _write_csv(out_dir / "cn_vs_ad.csv", ["id", "group", *_IMAGE_METRICS],
                                ([r["id"], r["group"], *(r[m_] for m_ in _IMAGE_METRICS)] for r in group_rows)),
-        "voxel_detection": _write_csv(out_dir / "voxel_detection.csv", _VOXEL_FIELDS,
-                                      ([r[f] for f in _VOXEL_FIELDS] for r in voxel_rows)),
+        "cn_vs_ad_table": _write_csv(out_dir / "cn_vs_ad_table.csv",
+                                     *_table_csv(group_rows_table + paper_values.paper_group_rows(), "group")),
+        "voxel_detection": _write_csv(out_dir / "voxel_detection.csv", voxel_fields,
+                                      ([r[f] for f in voxel_fields] for r in voxel_rows)),
+        "subject_scores": _write_csv(out_dir / "subject_scores.csv", _SUBJECT_FIELDS,
+                                     ([r[f] for f in _SUBJECT_FIELDS] for r in subject_rows)),
+        "subject_detection": _write_csv(out_dir / "subject_detection.csv", *_table_csv(detection_rows, "model")),
+        "paper_comparison": _write_csv(out_dir / "paper_comparison.csv", _COMPARISON_FIELDS,
+                                       ([r[f] for f in _COMPARISON_FIELDS] for r in comparison)),
     }
+    if threshold_rows:
+        files["voxel_thresholds"] = _write_csv(out_dir / "voxel_thresholds.csv", *_table_csv(threshold_rows, "model"))
     if figures:
         from common.visualize import pet as viz
 
@@ -617,7 +777,8 @@ def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], 
             examples.insert(0, (f"patient {patients[0]['id']}", *showcase["patient"]))
         files["figure_reconstructions"] = viz.plot_reconstructions(examples, fig_dir / "reconstructions.png",
                                                                    brain=brain, title=title)
-    timings.update({"load_s": t_load, "reconstruct_and_metrics_s": t_loop, "tables_and_files_s": 0.0})
+    timings.update({"load_s": t_load, "baseline_fit_s": t_fit, "reconstruct_and_metrics_s": t_loop,
+                    "tables_and_files_s": 0.0})
     timings["tables_and_files_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
     result["timings"] = timings
@@ -625,7 +786,8 @@ def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], 
     result["files"] = {k: str(v) for k, v in files.items()}
     write_json_atomic(files["summary"], _jsonable(result))
     # the per-item rows (the CSVs' content, unrounded) come back to the caller, not into summary.json
-    result["rows"] = {"sweep": sweep_rows, "dementias": dementia_rows, "cn_vs_ad": group_rows, "voxel": voxel_rows}
+    result["rows"] = {"sweep": sweep_rows, "dementias": dementia_rows, "cn_vs_ad": group_rows, "voxel": voxel_rows,
+                      "subject": subject_rows}
     if verbose:
         print(format_pet_summary(result) + f"\nresults in {out_dir}")
     return result
@@ -656,8 +818,117 @@ _SWEEP_FIELDS = ("id", "mask", "degree", "mse", "mse_normalised", "mse_healthy_v
                  "effective_reduction", "healthiness_input", "healthiness_reconstruction")
 _STAT_FIELDS = ("degree", "nominal_reduction", "effective_reduction_map", "effective_reduction_uptake", "n",
                 "mse_mean", "mse_sd", "mse_normalised_mean", "mse_normalised_sd", "t", "p", "p_bonferroni",
-                "significant", "healthiness_input_mean", "healthiness_reconstruction_mean")
-_VOXEL_FIELDS = ("id", "mask", "degree", "auroc", "average_precision", "prevalence", "n_voxels")
+                "significant", *(f"{k}_{t}" for t in T_TESTS for k in ("t", "p", "p_bonferroni", "significant")),
+                "healthiness_input_mean", "healthiness_reconstruction_mean")
+_SUBJECT_FIELDS = ("id", "group", "mask", "degree", "model", "score")
+_COMPARISON_FIELDS = ("quantity", "row", "metric", "value", "source", "note")
+#: The degree of the paper's Table 1 and Fig. 2: its numbers are only shown next to runs at this degree.
+_PAPER_DEGREE = 30.0
+
+
+def _voxel_fields(fprs: Sequence[float]) -> list[str]:
+    """Columns of ``voxel_detection.csv``: Dice at each calibrated threshold only when there are thresholds."""
+    return ["id", "model", "mask", "degree", "auroc", "average_precision", "prevalence", "n_voxels",
+            *(f"dice_fpr_{f:g}" for f in fprs), "dice_oracle", "threshold_oracle"]
+
+
+def _dice_fields(scores: np.ndarray, labels: np.ndarray, thresholds: Mapping[float, float]) -> dict:
+    """Dice of ``scores >= threshold`` against ``labels`` at each calibrated threshold, and the oracle's."""
+    from common.metrics.voxel import best_dice, dice_at_threshold
+
+    out = {f"dice_fpr_{f:g}": float(dice_at_threshold(scores, labels, t, strict=False)) for f, t in thresholds.items()}
+    best = best_dice(scores, labels, strict=False)
+    out["dice_oracle"], out["threshold_oracle"] = best["dice"], best["threshold"]
+    return out
+
+
+def _threshold_rows(thresholds: Mapping[str, Mapping[float, float]], calibration_scores: Mapping[str, np.ndarray],
+                    healthy_scores: Mapping[str, np.ndarray], pool: str, n_bootstrap: int, seed: int) -> list[dict]:
+    """Per model and target FPR: the threshold, the FPR it reaches on the calibration pool itself and on the
+    unsimulated test controls (bootstrap CI over those subjects)."""
+    if not thresholds:
+        return []
+    from common.metrics.voxel import false_positive_rate
+
+    rows = []
+    for name, by_fpr in thresholds.items():
+        cal, test = calibration_scores[name], healthy_scores[name]
+        for f, thr in by_fpr.items():
+            reached = false_positive_rate(test, thr, n_bootstrap=n_bootstrap, seed=seed)
+            rows.append({"model": name, "target_fpr": f, "threshold": thr, "calibration_pool": pool,
+                         "n_calibration": int(cal.shape[0]), "calibration_fpr": float(np.mean(cal > thr)),
+                         "n_test_controls": int(test.shape[0]), "test_fpr": reached["fpr"],
+                         "test_fpr_ci_low": reached["ci_low"], "test_fpr_ci_high": reached["ci_high"],
+                         "n_voxels_per_subject": int(test.shape[1])})
+    return rows
+
+
+def _subject_detection(rows: Sequence[Mapping], models: Sequence[str], test_ids: Sequence[str],
+                       patient_ids: Sequence[str], sweep_mask: str, degrees: Sequence[float], n_bootstrap: int,
+                       seed: int) -> list[dict]:
+    """Subject-level AUROC / AP with bootstrap CIs of the per-subject score: CN vs AD (test controls vs patients)
+    and, per degree, the simulated images vs the same subjects' healthy ones (scored as independent groups)."""
+    from common.metrics.voxel import subject_auroc_ap
+
+    out = []
+    for name in models:
+        score = {(r["id"], r["mask"], r["degree"]): r["score"] for r in rows if r["model"] == name}
+        healthy = [score[(i, "", 0.0)] for i in test_ids]
+        comparisons = [("CN vs AD", "test controls", "patients", [score[(p, "", 0.0)] for p in patient_ids])]
+        comparisons += [(f"{sweep_mask} {d:g} % vs healthy", "test controls (healthy)",
+                         f"test controls ({sweep_mask} {d:g} %)", [score[(i, sweep_mask, d)] for i in test_ids])
+                        for d in degrees if d > 0]
+        for comparison, negatives, positives, values in comparisons:
+            if not values:
+                continue
+            scores = np.asarray([*healthy, *values], np.float64)
+            labels = np.r_[np.zeros(len(healthy), bool), np.ones(len(values), bool)]
+            out.append({"model": name, "comparison": comparison, "negatives": negatives, "positives": positives,
+                        "n_negative": len(healthy), "n_positive": len(values),
+                        **{k: v for k, v in subject_auroc_ap(scores, labels, n_bootstrap=n_bootstrap, seed=seed).items()
+                           if k not in ("n_controls", "n_patients")}})
+    return out
+
+
+def _paper_comparison(by_test: Mapping, dementia_table: Sequence[Mapping], group_table: Mapping, sweep_mask: str,
+                      dementia_degree: float) -> list[dict]:
+    """Long-format rows (quantity, row, metric, value, source, note) of every number the paper reports, this run's
+    next to the paper's. Table 1 and the SSIM between reconstructions only when the dementias ran at the paper's
+    30 %; the first significant degree only for the AD mask (the paper's sweep)."""
+    pv, run, paper = paper_values, paper_values.RUN_SOURCE, paper_values.PAPER_SOURCE
+    rows = []
+    if sweep_mask == "ad":
+        for t, (_, first) in by_test.items():
+            rows.append({"quantity": "first significant degree (%)", "row": sweep_mask, "metric": f"{t} t-test",
+                         "value": first, "source": run, "note": "Bonferroni-corrected, higher mean MSE"})
+        rows.append({"quantity": "first significant degree (%)", "row": sweep_mask, "metric": "t-test (not stated)",
+                     "value": pv.paper_value("first_significant_degree"), "source": paper,
+                     "note": pv.PAPER["first_significant_degree"]["source"]})
+    if dementia_degree == _PAPER_DEGREE:
+        by_dementia = {r["dementia"]: r for r in dementia_table}
+        if "ad" in by_dementia:
+            rows.append({"quantity": "SSIM between reconstructions", "row": "ad 30 %", "metric": "ssim",
+                         "value": by_dementia["ad"]["ssim_reconstructions_image_mean"], "source": run,
+                         "note": "mean over test controls, whole image"})
+            rows.append({"quantity": "SSIM between reconstructions", "row": "ad 30 %", "metric": "ssim",
+                         "value": pv.paper_value("ssim_between_reconstructions"), "source": paper,
+                         "note": pv.PAPER["ssim_between_reconstructions"]["source"]})
+        for d, r in by_dementia.items():
+            if d not in pv.PAPER["dementias"]:
+                continue
+            for m_ in _IMAGE_METRICS:
+                rows.append({"quantity": "Table 1", "row": d, "metric": m_, "value": r[f"{m_}_image_mean"],
+                             "source": run, "note": "whole image, mean over test controls"})
+                rows.append({"quantity": "Table 1", "row": d, "metric": m_, "value": pv.paper_value("dementias", d, m_),
+                             "source": paper, "note": pv.PAPER["dementias"][d][m_]["source"]})
+    for g in ("control", "patient"):
+        for m_ in _IMAGE_METRICS:
+            if group_table[m_][g]["n"]:
+                rows.append({"quantity": "Table 2", "row": g, "metric": m_, "value": group_table[m_][g]["mean"],
+                             "source": run, "note": f"mean over {group_table[m_][g]['n']} subjects"})
+            rows.append({"quantity": "Table 2", "row": g, "metric": m_, "value": pv.paper_value("cn_vs_ad", g, m_),
+                         "source": paper, "note": pv.PAPER["cn_vs_ad"][g][m_]["source"]})
+    return rows
 
 
 def _mean_sd_table(rows: Sequence[Mapping], key, order: Sequence, fields: Sequence[str] | None = None) -> list[dict]:
@@ -700,8 +971,16 @@ def format_pet_summary(result: Mapping) -> str:
         lines.append(f"{r['degree']:>6g}% {100 * r['effective_reduction_uptake']:>7.1f}% "
                      f"{r['mse_normalised_mean']:>7.3f} ± {r['mse_normalised_sd']:<5.3f}{p:>10}  "
                      f"{r['healthiness_input_mean']:>9.3f} -> {r['healthiness_reconstruction_mean']:.3f}")
-    first = result["sweep"]["first_significant_degree"]
-    lines.append(f"first significant degree: {'none' if first is None else f'{first:g} %'}")
+    paper = paper_values.PAPER_SOURCE
+
+    def pct(d):
+        return "none" if d is None else f"{d:g} %"
+
+    by_test = (result["sweep"].get("first_significant_degree_by_test")
+               or {s["test"]: result["sweep"]["first_significant_degree"]})
+    lines.append("first significant degree: " + ", ".join(f"{t} {pct(d)}" for t, d in by_test.items())
+                 + (f"   [{paper}: {pct(paper_values.paper_value('first_significant_degree'))}, t-test not stated]"
+                    if s["sweep_mask"] == "ad" else ""))
     lines.append(f"(b) dementias at {s['dementia_degree']:g} %: healthy original vs reconstruction of the simulated "
                  "image (whole image), SSIM between the two reconstructions, healthiness (healthy / simulated / rec.)")
     lines.append(f"{'dementia':<9}{'MSE':>9}{'MAE':>8}{'PSNR':>7}{'SSIM':>7}{'SSIM rec':>9}   healthiness")
@@ -710,6 +989,12 @@ def format_pet_summary(result: Mapping) -> str:
                      f"{r['psnr_image_mean']:>7.2f}{r['ssim_image_mean']:>7.3f}{r['ssim_reconstructions_image_mean']:>9.3f}"
                      f"   {r['healthiness_healthy_input_mean']:.3f} / {r['healthiness_simulated_input_mean']:.3f}"
                      f" / {r['healthiness_reconstruction_mean']:.3f}")
+    if s["dementia_degree"] == _PAPER_DEGREE:
+        for r in paper_values.paper_dementia_rows([r["dementia"] for r in result["dementias"]]):
+            lines.append(f"{r['dementia']:<9}{r['mse_image_mean']:>9.5f}{r['mae_image_mean']:>8.4f}"
+                         f"{r['psnr_image_mean']:>7.1f}{r['ssim_image_mean']:>7.3f}"
+                         + (f"{paper_values.paper_value('ssim_between_reconstructions'):>9.3f}"
+                            if r["dementia"] == "ad" else " " * 9) + f"   [{paper}]")
     lines.append("(c) input vs reconstruction, mean ± sd (Welch p, patients vs controls)")
     lines.append(f"{'group':<9}" + "".join(f"{m:>18}" for m in _IMAGE_METRICS))
     g = result["cn_vs_ad"]
@@ -719,7 +1004,26 @@ def format_pet_summary(result: Mapping) -> str:
                                                  for m in _IMAGE_METRICS))
     if g["mse"]["patient"]["n"]:
         lines.append(f"{'p':<9}" + "".join(f"{g[m]['p']:>18.2g}" for m in _IMAGE_METRICS))
-    lines.append("(d) voxel detection of the mask from |input - reconstruction| (brain voxels): AUROC / AP")
-    lines.append("  " + ", ".join(f"{r['mask']} {r['degree']:g}%: {r['auroc_mean']:.3f}/{r['average_precision_mean']:.3f}"
-                                  for r in result["voxel_detection"]))
+    for r in paper_values.paper_group_rows():
+        lines.append(f"{r['group']:<9}" + "".join(f"{r[f'{m}_mean']:>10.4g}{'':<9}" for m in _IMAGE_METRICS)
+                     + f"[{paper}]")
+    lines.append("(d) voxel detection of the mask (brain voxels): AUROC / AP"
+                 + (", Dice at the calibrated thresholds (FPR " + ", ".join(f"{f:g}" for f in s["calibration"]["fprs"])
+                    + f" on the {s['calibration']['pool']}) / oracle" if s.get("calibration") else ", oracle Dice"))
+    for model in s.get("models") or [result["model"]]:
+        rows = [r for r in result["voxel_detection"] if r.get("model", model) == model]
+        lines.append(f"  {model}: " + ", ".join(
+            f"{r['mask']} {r['degree']:g}%: {r['auroc_mean']:.3f}/{r['average_precision_mean']:.3f}"
+            + "".join(f"/{r[k]:.2f}" for k in r if k.startswith("dice_fpr_") and k.endswith("_mean"))
+            + (f"/{r['dice_oracle_mean']:.2f}" if "dice_oracle_mean" in r else "") for r in rows))
+    for r in result.get("voxel_thresholds") or []:
+        lines.append(f"  {r['model']} threshold at FPR {r['target_fpr']:g} ({r['calibration_pool']}, "
+                     f"{r['n_calibration']}): {r['threshold']:.4g}; FPR on the {r['n_test_controls']} healthy test "
+                     f"controls {r['test_fpr']:.4f} [{r['test_fpr_ci_low']:.4f}, {r['test_fpr_ci_high']:.4f}]")
+    if result.get("subject_detection"):
+        lines.append(f"subject level ({s.get('subject_score', 'mean anomaly score in the mask')}): "
+                     "AUROC [95 % CI] / AP")
+        for r in result["subject_detection"]:
+            lines.append(f"  {r['model']:<10} {r['comparison']:<22} {r['auroc']:.3f} [{r['auroc_ci_low']:.3f}, "
+                         f"{r['auroc_ci_high']:.3f}] / {r['average_precision']:.3f}")
     return "\n".join(lines)

@@ -48,28 +48,38 @@ def plot_degree_sweep(degrees: Sequence[float], values: np.ndarray, stat_rows: S
 
 
 def plot_voxel_detection(table: Sequence[Mapping], sweep_mask: str, out, title: str | None = None):
-    """AUROC and average precision (mean ± sd over subjects) of the voxel anomaly map against the simulated
-    mask: a line over the sweep's degrees, one marker per other dementia; the AP panel shows the prevalence."""
+    """AUROC and average precision (mean ± sd over subjects) of each model's voxel anomaly map against the
+    simulated mask: per model (``model`` of the rows; one model when absent) a line over the sweep's degrees and
+    one marker per other dementia; the AP panel shows the prevalence."""
     fig, axes = _subplots(1, 2, figsize=(10.0, 3.8))
-    sweep = sorted((r for r in table if r["mask"] == sweep_mask), key=lambda r: r["degree"])
-    others = [r for r in table if r["mask"] != sweep_mask]
+    models = list(dict.fromkeys(r.get("model", "") for r in table))
+    colours = ("#1f5fa8", "#d62728", "#2ca02c", "#9467bd")
     for ax, metric, label in ((axes[0], "auroc", "voxel AUROC"), (axes[1], "average_precision", "average precision")):
-        if sweep:
-            d = [r["degree"] for r in sweep]
-            ax.errorbar(d, [r[f"{metric}_mean"] for r in sweep], yerr=np.nan_to_num([r[f"{metric}_sd"] for r in sweep]),
-                        fmt="o-", capsize=2, color="#1f5fa8", label=f"{sweep_mask} mask")
-        for k, r in enumerate(others):
-            ax.errorbar([r["degree"] + 1.0 * (k - len(others) / 2) * 0.4], [r[f"{metric}_mean"]],
-                        yerr=[np.nan_to_num(r[f"{metric}_sd"])], fmt="s", capsize=2, label=r["mask"])
+        prevalence = None
+        for m, model in enumerate(models):
+            rows = [r for r in table if r.get("model", "") == model]
+            sweep = sorted((r for r in rows if r["mask"] == sweep_mask), key=lambda r: r["degree"])
+            others = [r for r in rows if r["mask"] != sweep_mask]
+            colour, prefix = colours[m % len(colours)], (f"{model}: " if model else "")
+            if sweep:
+                prevalence = sweep[0]["prevalence_mean"]
+                d = [r["degree"] for r in sweep]
+                ax.errorbar(d, [r[f"{metric}_mean"] for r in sweep],
+                            yerr=np.nan_to_num([r[f"{metric}_sd"] for r in sweep]), fmt="o-", capsize=2,
+                            color=colour, label=f"{prefix}{sweep_mask} mask")
+            markers = "sD^v<>p*"
+            for k, r in enumerate(others):
+                ax.errorbar([r["degree"] + (k - len(others) / 2) * 0.4 + 0.15 * m], [r[f"{metric}_mean"]],
+                            yerr=[np.nan_to_num(r[f"{metric}_sd"])], fmt=markers[k % len(markers)], capsize=2,
+                            color=colour, alpha=0.7, label=f"{prefix}{r['mask']}")
         if metric == "auroc":
             ax.axhline(0.5, color="0.6", lw=0.8, ls="--")
-        elif sweep:
-            ax.axhline(sweep[0]["prevalence_mean"], color="0.6", lw=0.8, ls="--",
-                       label=f"prevalence ({sweep_mask})")
+        elif prevalence is not None:
+            ax.axhline(prevalence, color="0.6", lw=0.8, ls="--", label=f"prevalence ({sweep_mask})")
         ax.set_xlabel("degree (%)")
         ax.set_ylabel(label)
-        ax.legend(fontsize=7, frameon=False)
-    fig.suptitle((title + ": " if title else "") + "|input - reconstruction| vs simulated mask (brain voxels)",
+        ax.legend(fontsize=6, frameon=False, ncol=max(1, len(models)))
+    fig.suptitle((title + ": " if title else "") + "anomaly map vs simulated mask (brain voxels), one line per model",
                  fontsize=10)
     fig.tight_layout()
     return _save(fig, out)
