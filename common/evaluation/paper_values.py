@@ -1,4 +1,4 @@
-"""The AD paper's published numbers (Hassanaly et al., SPIE Medical Imaging 2023), for side-by-side tables.
+"""The papers' published numbers, for side-by-side tables: the AD paper's (PET) first, then the PD paper's (DTI).
 
 One place for every number the PET evaluation puts next to its own: each entry is ``{"value", "source"}``,
 the source saying where in the paper it stands and what it measures. They come from real ADNI data and
@@ -10,7 +10,7 @@ agree even for a perfectly reproduced model.
 from __future__ import annotations
 
 __all__ = ["PAPER_SOURCE", "RUN_SOURCE", "PAPER", "PROTOCOL_DIFFERENCES", "paper_value", "paper_dementia_rows",
-           "paper_group_rows"]
+           "paper_group_rows", "PD_PAPER_SOURCE", "PD_PAPER_GMEAN", "PD_PROTOCOL_DIFFERENCES", "pd_paper_gmean"]
 
 #: Labels of the ``source`` column of every table that mirrors one of the paper's.
 PAPER_SOURCE = "paper (real ADNI)"
@@ -89,3 +89,38 @@ def paper_group_rows() -> list[dict]:
     """Table 2 rows in the layout of ``cn_vs_ad_table.csv``."""
     return [{"group": g, **{f"{m}_mean": paper_value("cn_vs_ad", g, m) for m in _METRICS}, "source": PAPER_SOURCE}
             for g in _GROUPS]
+
+
+# ------------------------------------------------------------------------------------------ PD paper
+
+#: Label of the PD paper's numbers (PPMI) wherever a table shows them.
+PD_PAPER_SOURCE = "paper (real PPMI)"
+
+#: The PD paper's g-means (%, mean +- sd over 10 splits; operating point chosen on each split's test set):
+#: model -> ROI -> (mean, sd).
+PD_PAPER_GMEAN = {
+    "pd_ae": {"whole_brain": (65.3, 7.5), "white_matter": (66.2, 6.7)},
+    "pd_sae": {"whole_brain": (66.9, 5.8), "white_matter": (68.2, 4.6)},
+}
+PD_PAPER_GMEAN_SOURCE = ("results, per-ROI g-means of the spatial AE and the siamese patch AE: mean +- sd over 10 "
+                         "bootstrap splits of 56 PPMI controls (41 train / 15 test) against 129 de novo PD patients, "
+                         "threshold q = 0.98 of the training controls' errors, operating point on the test set")
+
+#: Why this project's PD tables and the paper's differ.
+PD_PROTOCOL_DIFFERENCES = [
+    "data: real PPMI DTI (56 controls, 129 de novo PD patients) in the paper; synthetic FA/MD cohorts here, whose "
+    "planted changes have a known size and place",
+    "atlas: Neuromorphometrics and MNI PD25 in the paper; AAL3, HCPEx and an approximate STN ellipsoid here",
+    "threshold pool: the paper's tau comes from the training controls, whose errors the model fitted; here the "
+    "default pool is held-out calibration controls (--reference_pool train gives the paper's)",
+    "scoring: raw errors in the paper; errors standardised against controls' errors by default here "
+    "(--scoring raw gives the paper's)",
+    "splits: 41 train / 15 test and no validation set in the paper; here test, validation and calibration "
+    "controls are scaled to the cohort (n_val, n_calib) unless set to the paper's",
+    "schedules: 160 AE epochs and 30 SAE epochs of 300,000 pairs in the paper; shorter CPU schedules in the demo",
+]
+
+
+def pd_paper_gmean(model: str, roi: str) -> tuple[float, float] | None:
+    """The paper's (mean, sd) g-mean in % for ``model`` (``pd_ae``/``pd_sae``) and ``roi``, or None."""
+    return PD_PAPER_GMEAN.get(model, {}).get(roi)
