@@ -222,6 +222,10 @@ def _print_aggregate(bundle: str, rows, splits: int) -> None:
         print(f"{name:<20}{r.get('n_voxels') or 0:>8}  {fmt(r.get('auc_mean'), r.get('auc_sd')):<15} "
               f"{fmt(r.get('paper_gmean_mean'), r.get('paper_gmean_sd')):<15} "
               f"{fmt(r.get('nested_gmean_mean'), r.get('nested_gmean_sd')):<15} {best}")
+    for r in rows:
+        if r.get("published_paper_gmean_mean") is not None:
+            print(f"{r['published_source']}: {r['roi']} g-mean {r['published_paper_gmean_mean']:.3f} +- "
+                  f"{r['published_paper_gmean_sd']:.3f} (10 splits of 41/15 controls vs 129 patients)")
 
 
 
@@ -266,3 +270,11 @@ def _print_comparison(rows, models) -> None:
     print(f"{'ROI':<18}" + "".join(f"{m + ' ' + model:>26}" for m in metrics for model in models))
     for roi in rois:
         print(f"{roi:<18}" + "".join(f"{cell(by.get((model, roi)), m):>26}" for m in metrics for model in models))
+    published = [(r["model"], r["roi"], r["published_paper_gmean_mean"], r["published_paper_gmean_sd"]) for r in rows
+                 if r.get("published_paper_gmean_mean") is not None]
+    if published:
+        from common.evaluation.paper_values import PD_PAPER_SOURCE, PD_PROTOCOL_DIFFERENCES
+
+        print(f"\n{PD_PAPER_SOURCE}, g-mean (threshold on the test set), mean +- sd over 10 splits: "
+              + "; ".join(f"{m} {roi} {mean:.3f}+-{sd:.3f}" for m, roi, mean, sd in published))
+        print("protocol differences: " + " | ".join(PD_PROTOCOL_DIFFERENCES))

@@ -26,6 +26,7 @@ import numpy as np
 from common.atlases import Atlas, load_atlas
 from common.data._jsonio import write_json_atomic, write_text_atomic
 from common.data.slab import analysed_slab
+from common.evaluation.paper_values import PD_PAPER_SOURCE, pd_paper_gmean
 from common.metrics.classification import roc_summary
 
 __all__ = [
@@ -678,6 +679,10 @@ def aggregate_splits(results: Sequence[Mapping], ddof: int = 1) -> list[dict]:
             split, best_row = present[best]
             row.update({"best_split": split, "best_paper_gmean": best_row.get("paper_gmean"),
                         "best_nested_gmean": best_row.get("nested_gmean"), "best_auc": best_row.get("auc")})
+            published = pd_paper_gmean(model, roi)  # the paper's g-mean beside ours, labelled, never mixed in
+            row.update({"published_paper_gmean_mean": None if published is None else published[0] / 100,
+                        "published_paper_gmean_sd": None if published is None else published[1] / 100,
+                        "published_source": None if published is None else PD_PAPER_SOURCE})
             out.append(row)
     return out
 
