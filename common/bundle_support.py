@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["load_weights", "locate_bundle_root", "prepare_model_dir", "require_file", "write_training_summary"]
+__all__ = ["check_bundle_weights", "load_weights", "locate_bundle_root", "prepare_model_dir", "require_file", "write_training_summary"]
 
 #: where :func:`prepare_model_dir` moves the summary of a finished run that ``--overwrite true`` replaces
 PREVIOUS_SUMMARY = "train_summary.previous.json"
@@ -192,6 +192,23 @@ def load_weights(module, path: str | os.PathLike, map_location="cpu", key: str =
                                    f"configuration): " + "; ".join(parts))
     module.load_state_dict(state, strict=True)
     return module
+
+
+def check_bundle_weights(bundle_dir: str | os.PathLike, ckpt: str | os.PathLike | None = None,
+                         network_id: str = "network_def") -> Path:
+    """Load ``ckpt`` (default ``<bundle_dir>/models/model.pt``) into the network of the bundle's ``inference.json``
+    on the CPU, for the integrations (Deploy, Label) that load weights their own way: a bad file is refused at
+    start-up with :func:`load_weights`'s message, not at the first request. Returns the checkpoint's path."""
+    from monai.bundle import ConfigParser
+
+    bundle_dir = Path(bundle_dir)
+    ckpt = Path(ckpt) if ckpt is not None else bundle_dir / "models" / "model.pt"
+    parser = ConfigParser()
+    parser.read_config(str(bundle_dir / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle_dir)
+    parser["device"] = "cpu"
+    load_weights(parser.get_parsed_content(network_id), ckpt, "cpu", bundle=bundle_dir.name)
+    return ckpt
 
 
 def write_training_summary(trainer, evaluator, out_dir: str | os.PathLike) -> Path:

@@ -27,6 +27,7 @@ from common.handlers import BestCheckpointSaver
 from common.networks import VAE3d, PatchAE2d, SpatialAE2d, VAEReconstructor
 from tests.conftest import TINY_RUNS, bundle_workflow
 
+REPO = Path(__file__).resolve().parents[1]
 TINY_VAE = {"channels": [4, 8, 8], "decoder_channels": [8, 8, 4], "latent_size": 8}
 
 #: per bundle: the class its configs build, overrides of its evaluate (train.json + evaluate.json) and
@@ -324,3 +325,28 @@ def test_stale_temporaries_of_dead_runs_are_removed_at_attach(tmp_path):
         p.write_bytes(b"partial")
     BestCheckpointSaver(tmp_path, {"model": torch.nn.Linear(2, 2)}).attach(Engine(lambda e, b: None))
     assert not dead.exists() and live.exists() and other.exists()
+
+
+# --- the integrations, which load weights their own way -------------------------------------------------------
+
+@pytest.mark.parametrize("integration", ["deploy", "label"])
+@pytest.mark.parametrize("kind", ["empty", "truncated", "other_bundle"])
+def test_the_integrations_refuse_a_bad_checkpoint_at_start(kind, integration, tmp_path):
+    import shutil
+
+    root = tmp_path / "bundles"
+    shutil.copytree(REPO / "bundles" / "pd_ae" / "configs", root / "pd_ae" / "configs")
+    ckpt = root / "pd_ae" / "models" / "model.pt"
+    write_bad_checkpoint(ckpt, kind, "pd_ae")
+    with pytest.raises(InputDataError) as excinfo:
+        if integration == "deploy":
+            from integrations.deploy.package import package
+
+            package("pd_ae", ckpt, tmp_path / "out")
+        else:
+            from integrations.label.lib.bundles import select_bundles
+
+            select_bundles({"bundles": str(root), "models": "pd_ae"})
+    assert excinfo.value.path == str(ckpt)
+    assert KINDS[kind] in excinfo.value.problem and "pd_ae's SpatialAE2d" in excinfo.value.problem
+    assert not (tmp_path / "out").exists()
