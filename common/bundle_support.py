@@ -11,7 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["check_bundle_weights", "load_weights", "locate_bundle_root", "prepare_model_dir", "require_file", "write_training_summary"]
+__all__ = ["check_bundle_weights", "load_weights", "locate_bundle_root", "prepare_model_dir", "require_file",
+           "write_training_summary"]
 
 #: where :func:`prepare_model_dir` moves the summary of a finished run that ``--overwrite true`` replaces
 PREVIOUS_SUMMARY = "train_summary.previous.json"

@@ -183,7 +183,8 @@ def finished_run(root: Path) -> dict[str, bytes]:
 def test_training_into_a_finished_run_is_refused_without_overwrite(bundle, tmp_path):
     root = tmp_path / "bundle"
     before = finished_run(root)
-    train = bundle_workflow(bundle, "train.json", "train", bundle_root=str(root), dataset_dir=str(tmp_path / "absent"))
+    train = bundle_workflow(bundle, "train.json", "train", bundle_root=str(root),
+                            dataset_dir=str(tmp_path / "absent"))
     with pytest.raises(Exception) as excinfo:
         train.initialize()
     err = input_error(excinfo)
@@ -196,8 +197,8 @@ def test_training_into_a_finished_run_is_refused_without_overwrite(bundle, tmp_p
 def test_overwrite_moves_the_summary_aside_and_keeps_the_weights(tmp_path, caplog, capsys):
     root = tmp_path / "bundle"
     before = finished_run(root)
-    train = bundle_workflow("pd_ae", "train.json", "train", bundle_root=str(root), dataset_dir=str(tmp_path / "absent"),
-                            overwrite="true")  # what `--overwrite true` passes
+    train = bundle_workflow("pd_ae", "train.json", "train", bundle_root=str(root),
+                            dataset_dir=str(tmp_path / "absent"), overwrite="true")  # what `--overwrite true` passes
     with caplog.at_level(logging.WARNING):
         train.initialize()
     models = root / "models"
@@ -211,7 +212,8 @@ def test_an_interrupted_run_is_replaced_with_a_warning(tmp_path, caplog, capsys)
     root = tmp_path / "bundle"
     (root / "models").mkdir(parents=True)
     (root / "models" / "model.pt").write_bytes(_valid_bytes())
-    train = bundle_workflow("pd_sae", "train.json", "train", bundle_root=str(root), dataset_dir=str(tmp_path / "absent"))
+    train = bundle_workflow("pd_sae", "train.json", "train", bundle_root=str(root),
+                            dataset_dir=str(tmp_path / "absent"))
     with caplog.at_level(logging.WARNING):
         train.initialize()
     assert "model.pt without train_summary.json (an interrupted run)" in logged(caplog, capsys)
@@ -229,8 +231,8 @@ def test_a_bad_training_folder_or_flag_is_refused(case, problem, tmp_path):
         finished_run(root)
         overrides["overwrite"] = "abc"
     before = files_under(root)
-    train = bundle_workflow("pd_ae", "train.json", "train", bundle_root=str(root), dataset_dir=str(tmp_path / "absent"),
-                            **overrides)
+    train = bundle_workflow("pd_ae", "train.json", "train", bundle_root=str(root),
+                            dataset_dir=str(tmp_path / "absent"), **overrides)
     with pytest.raises(Exception) as excinfo:
         train.initialize()
     assert problem in str(input_error(excinfo))
