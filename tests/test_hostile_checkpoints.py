@@ -134,8 +134,8 @@ def test_a_bad_checkpoint_is_refused_in_initialize_naming_file_problem_and_netwo
 
 @pytest.mark.parametrize("bundle", sorted(BUNDLES))
 def test_a_good_checkpoint_loads_once_in_initialize(bundle, tmp_path):
-    """The same workflow with the right weights: loaded in ``initialize`` into the evaluator's network; no
-    CheckpointLoader handler is left to load them a second time."""
+    """The same workflow with the right weights: loaded in ``initialize``, before the dataset is read, into the
+    evaluator's network; no CheckpointLoader handler is left to load them a second time."""
     root = tmp_path / "bundle"
     infer = bundle_workflow(bundle, "inference.json", "infer", bundle_root=str(root),
                             dataset_dir=str(tmp_path / "absent"), **BUNDLES[bundle]["inference"])
@@ -145,7 +145,9 @@ def test_a_good_checkpoint_loads_once_in_initialize(bundle, tmp_path):
             p.normal_()
     (root / "models").mkdir(parents=True)
     torch.save(source.state_dict(), root / "models" / "model.pt")
-    infer.initialize()
+    with pytest.raises(Exception) as excinfo:  # the subjects are checked next: this dataset does not exist
+        infer.initialize()
+    assert input_error(excinfo).path == str(tmp_path / "absent" / "dataset.json")
     loaded = infer.parser.get_parsed_content("network")
     for key, value in source.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
