@@ -155,7 +155,7 @@ def test_package_rejects_missing_or_foreign_weights(tmp_path):
     with pytest.raises(InputDataError, match="missing.pt: file not found"):
         package("pd_ae", tmp_path / "missing.pt", tmp_path / "out")
     foreign = seeded_checkpoint("pd_sae", tmp_path / "sae.pt")  # another architecture
-    with pytest.raises(InputDataError, match="sae.pt: cannot load these weights into pd_ae"):
+    with pytest.raises(InputDataError, match="sae.pt: not the weights of pd_ae's SpatialAE2d"):
         package("pd_ae", foreign, tmp_path / "out")
     assert not (tmp_path / "out" / "model.ts").exists()
     with pytest.raises(ValueError, match="unknown bundle 'nope'"):

@@ -330,8 +330,12 @@ def test_inference_refuses_every_bad_subject_before_any_output(make_cohort, tmp_
     path = make_cohort(n_controls=3, n_patients=2)
     nan_file = CASES["NaN in the 3rd subject"](path.parent)[0]
     truncated = CASES["truncated patient file"](path.parent)[0]
+    import torch
+
+    from common.networks import SpatialAE2d
+
     ckpt = tmp_path / "model.pt"
-    ckpt.write_bytes(b"weights")
+    torch.save(SpatialAE2d().state_dict(), ckpt)  # valid weights: initialize loads them before checking subjects
     out = tmp_path / "inference"
     workflow = bundle_workflow("pd_ae", "inference.json", workflow_type="infer", dataset_dir=str(path.parent),
                                grid="tiny", ckpt_path=str(ckpt), output_dir=str(out))

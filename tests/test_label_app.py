@@ -38,6 +38,7 @@ from test_deploy_app import (  # noqa: F401  (cohorts: a fixture used here)
 
 from common.data import read_dataset
 from common.errors import InputDataError
+from common.networks import SpatialAE2d
 from common.transforms import LoadValidatedImage
 from integrations.label.lib.bundles import select_bundles
 from integrations.label.lib.transforms import LoadStackedValidatedImage, LoadStackedValidatedImaged
@@ -93,6 +94,9 @@ def test_select_bundles(tmp_path):
     with pytest.raises(InputDataError, match=r"pd_ae/models/model.pt: file not found \(bundle 'pd_ae'\)"):
         select_bundles({"bundles": str(root), "models": "pd_ae"})
     (root / "pd_ae" / "models" / "model.pt").write_bytes(b"")
+    with pytest.raises(InputDataError, match=r"pd_ae/models/model.pt: empty file \(0 bytes\).*pd_ae's SpatialAE2d"):
+        select_bundles({"bundles": str(root)})
+    torch.save(SpatialAE2d().state_dict(), root / "pd_ae" / "models" / "model.pt")
     assert select_bundles({"bundles": str(root)}) == {"pd_ae": root / "pd_ae"}  # pd_sae has no weights
     with pytest.raises(InputDataError, match="pd_sae/models/model.pt: file not found"):
         select_bundles({"bundles": str(root), "models": "pd_ae, pd_sae"})

@@ -1,5 +1,24 @@
-"""Ignite handlers (``attach(engine)``) shared by the bundles' workflows."""
+"""Ignite handlers (``attach(engine)``) shared by the bundles' workflows.
 
-from common.handlers.pd_evaluation import PDAnomalyEvaluationHandler
+Imported on first use, so the light ones (the checkpoint saver) do not pull in the evaluation pipelines."""
 
-__all__ = ["PDAnomalyEvaluationHandler"]
+from __future__ import annotations
+
+import importlib
+
+__all__ = ["BestCheckpointSaver", "PDAnomalyEvaluationHandler"]
+
+_WHERE = {
+    "BestCheckpointSaver": "common.handlers.checkpoint",
+    "PDAnomalyEvaluationHandler": "common.handlers.pd_evaluation",
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -54,12 +54,14 @@ def package(bundle: str = "pd_ae", ckpt: str | os.PathLike | None = None, out: s
         raise ValueError(f"unknown bundle {bundle!r}; available: {', '.join(available_bundles())}")
     from monai.bundle import ckpt_export
 
+    from common.bundle_support import check_bundle_weights
     from common.grids import get_grid
 
     configs = BUNDLES_DIR / bundle / "configs"
     ckpt = Path(ckpt) if ckpt is not None else configs.parent / "models" / "model.pt"
     if not ckpt.is_file():
         raise InputDataError(ckpt, f"file not found (trained weights of {bundle}: train the bundle or pass --ckpt)")
+    check_bundle_weights(configs.parent, ckpt)  # empty, truncated, another network's: one error naming the file
     config = json.loads((configs / "inference.json").read_text())
     meta = json.loads((configs / "metadata.json").read_text())
     # the map lies on the input volume: the config's grid, else the (3D) network input's shape

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common.bundle_support import check_bundle_weights
 from common.errors import InputDataError
 from integrations.bundles import BUNDLES_DIR, available_bundles
 
@@ -11,8 +12,9 @@ __all__ = ["select_bundles"]
 
 
 def select_bundles(conf: dict[str, str]) -> dict[str, Path]:
-    """Bundle name -> folder, from ``conf``; a named bundle without an inference config or weights is an error
-    naming the missing file (raised at start-up, not on the first request)."""
+    """Bundle name -> folder, from ``conf``; a named bundle without an inference config or weights, or with weights
+    that do not load into its network, is an error naming the file (raised at start-up, not on the first
+    request)."""
     root = Path(conf.get("bundles") or BUNDLES_DIR)
     if not root.is_dir():
         raise InputDataError(root, "bundles folder not found")
@@ -27,5 +29,6 @@ def select_bundles(conf: dict[str, str]) -> dict[str, Path]:
         for required in ("configs/inference.json", "configs/metadata.json", "models/model.pt"):
             if not (root / name / required).is_file():
                 raise InputDataError(root / name / required, f"file not found (bundle {name!r})")
+        check_bundle_weights(root / name)  # a broken or foreign model.pt: refused at start-up, naming the file
         selected[name] = root / name
     return selected
