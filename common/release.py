@@ -44,8 +44,8 @@ from common.cache import sha256_file
 from common.data._jsonio import write_bytes_atomic
 from common.errors import InputDataError
 
-__all__ = ["DEFAULT_BUNDLES_DIR", "PACKAGE_PATTERNS", "Release", "build_release", "build_releases", "check_bundle", "release_entries",
-           "verify_release"]
+__all__ = ["DEFAULT_BUNDLES_DIR", "PACKAGE_PATTERNS", "Release", "build_release", "build_releases", "check_bundle",
+           "release_entries", "verify_release"]
 
 #: Files of ``common/`` that a release vendors: the sources and the package data of pyproject.toml.
 PACKAGE_PATTERNS = ("*.py", "*.toml")

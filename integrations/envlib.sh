@@ -24,8 +24,10 @@ find_python() {
     if [[ -n ${PYTHON:-} ]]; then candidates=("$PYTHON"); else candidates=(python python3); fi
     for cand in "${candidates[@]}"; do
         command -v "$cand" >/dev/null 2>&1 || { tried+=("$cand (not found)"); continue; }
-        exe=$("$cand" -c 'import sys; print(sys.executable)' 2>/dev/null) || { tried+=("$cand (does not run)"); continue; }
-        if [[ $system_site == 1 ]] && ! "$exe" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("torch") is None)' 2>/dev/null; then
+        exe=$("$cand" -c 'import sys; print(sys.executable)' 2>/dev/null) \
+            || { tried+=("$cand (does not run)"); continue; }
+        if [[ $system_site == 1 ]] \
+           && ! "$exe" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("torch") is None)' 2>/dev/null; then
             tried+=("$exe (no torch)")
             continue
         fi

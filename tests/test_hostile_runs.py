@@ -136,7 +136,8 @@ def first_run(tiny_grid, cohort, tmp_path, fake_runner):
     ("another seed", lambda ds, tmp: {"seed": 1}, ["seed: 0 -> 1", "split_seed: 0 -> 1"]),
     ("another n_val", lambda ds, tmp: {"n_val": 2}, ["n_val: 1 -> 2"]),
     ("another dataset folder", _other_dataset, ["dataset_dir: ", "other_cohort"]),
-    ("an image rewritten in place", lambda ds, tmp: _rewrite_fa(ds), ["dataset: 1 file(s) changed (sub-0003_FA.nii.gz)"]),
+    ("an image rewritten in place", lambda ds, tmp: _rewrite_fa(ds),
+     ["dataset: 1 file(s) changed (sub-0003_FA.nii.gz)"]),
     ("a subject added", lambda ds, tmp: _edit_dataset(ds, _add_subject),
      ["dataset: dataset.json changed", "1 subject(s) added (sub-0009)"]),
     ("a control made a patient", lambda ds, tmp: _edit_dataset(ds, _regroup),
@@ -292,7 +293,8 @@ def test_a_bundle_refuses_an_output_folder_it_cannot_create_at_initialize(bundle
         bundle_workflow(bundle, configs, kind, **overrides).initialize()
     found = error_chain(err.value)
     assert found is not None, err.value
-    assert found.path == str(target / "sub") and found.problem == f"cannot be created: {target} is a file, not a folder ({what})"
+    assert found.path == str(target / "sub")
+    assert found.problem == f"cannot be created: {target} is a file, not a folder ({what})"
     assert snapshot(tmp_path) == before and sorted(p.name for p in root.iterdir()) == ["models"]
 
 
@@ -469,10 +471,11 @@ DEPLOY_SETUP = REPO / "integrations" / "deploy" / "setup_env.sh"
 
 def make_venv(path: Path, system_site: bool) -> Path:
     """A bare virtual environment (no pip: about a second) holding a marker module of its own."""
-    args = [sys.executable, "-m", "venv", "--without-pip", *(["--system-site-packages"] if system_site else []), str(path)]
-    subprocess.run(args, check=True, capture_output=True)
-    site = subprocess.run([str(path / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    args = [sys.executable, "-m", "venv", "--without-pip", *(["--system-site-packages"] if system_site else [])]
+    subprocess.run([*args, str(path)], check=True, capture_output=True)
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = subprocess.run([str(path / "bin" / "python"), "-c", purelib], check=True, capture_output=True,
+                          text=True).stdout.strip()
     Path(site, "ba_venv_marker.py").write_text("VALUE = 42\n")
     return path / "bin" / "python"
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import secrets
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -159,8 +159,8 @@ def fingerprint_differences(old: Mapping, new: Mapping) -> list[str]:
         if names:
             diffs.append(f"dataset: {len(names)} file(s) {what} ({_listed(names)})")
     if a.get("splits_file") != b.get("splits_file"):
-        diffs.append(f"splits file: {(a.get('splits_file') or {}).get('path')} -> {(b.get('splits_file') or {}).get('path')}"
-                     " (or its content)")
+        before_file, after_file = (a.get("splits_file") or {}).get("path"), (b.get("splits_file") or {}).get("path")
+        diffs.append(f"splits file: {before_file} -> {after_file} (or its content)")
     return diffs
 
 
