@@ -63,24 +63,28 @@ def _commands() -> dict:
 
         def pd(self, bundle: str = "pd_ae", dataset_dir: str | None = None, out: str | None = None,
                splits: int = 10, seed: int = 0, n_val: int = 3, epochs: int | None = None, progress: bool = True,
-               n_calib: int = 4, reference_pool: str = "calib", scoring: str | None = None):
+               n_calib: int = 4, reference_pool: str = "calib", scoring: str | None = None,
+               overwrite: bool = False):
             """PD protocol: per split train BUNDLE (pd_ae, pd_sae, or normative: the voxel-wise z-score baseline),
             evaluate per ROI; mean +- sd over splits. N_CALIB calibration controls per split set the thresholds
             (--reference_pool train: the paper's pool, the training controls); --scoring zscore|raw: error maps
-            standardised against the controls' errors, or raw. A killed run resumes: finished splits are reused."""
+            standardised against the controls' errors, or raw. A killed run resumes: finished splits are reused when
+            their data and settings are unchanged, else refused; --overwrite true recomputes them from scratch."""
             from common.evaluation.experiment import run_pd_experiment
 
             run_pd_experiment(bundle=bundle, dataset_dir=dataset_dir, out=out, splits=splits, seed=seed,
                               n_val=n_val, epochs=epochs, progress=progress, n_calib=n_calib,
-                              reference_pool=reference_pool, scoring=scoring)
+                              reference_pool=reference_pool, scoring=scoring, overwrite=overwrite)
 
         def pet(self, dataset_dir: str | None = None, out: str | None = None, split: int = 0, seed: int = 0,
                 n_val: int = 3, epochs: int | None = None, learning_rate: float | None = None,
-                batch_size: int | None = None, short_schedule: bool = False, progress: bool = True):
+                batch_size: int | None = None, short_schedule: bool = False, progress: bool = True,
+                overwrite: bool = False):
             """AD paper protocol: train ad_vae3d on SPLIT, then the simulation-based evaluation (degree sweep,
             six dementias, CN vs AD, voxel detection) under OUT/split_XX/eval. A killed run resumes.
             --short_schedule True trains with the bundle's short CPU recipe (minutes; DEMO_VAE_OVERRIDES) instead
-            of the paper's schedule; --epochs / --learning_rate / --batch_size still override it."""
+            of the paper's schedule; --epochs / --learning_rate / --batch_size still override it. A split made
+            from other data or settings is refused; --overwrite True recomputes it from scratch."""
             from common.evaluation.experiment import (
                 DEMO_VAE_OVERRIDES,
                 run_pet_experiment,
@@ -93,7 +97,8 @@ def _commands() -> dict:
             if batch_size is not None:
                 overrides["batch_size"] = int(batch_size)
             run_pet_experiment(dataset_dir=dataset_dir, out=out, split=split, seed=seed, n_val=n_val, epochs=epochs,
-                               learning_rate=learning_rate, progress=progress, overrides=overrides or None)
+                               learning_rate=learning_rate, progress=progress, overrides=overrides or None,
+                               overwrite=overwrite)
 
         def compare(self, runs: str = "outputs/experiments/pd_ae,outputs/experiments/pd_sae",
                     out: str = "outputs/experiments/compare"):
@@ -123,10 +128,17 @@ def _commands() -> dict:
             run_detection_benchmark(out, settings, progress=progress)
 
     def release(bundles: str | None = None, out: str = "dist", max_embedded_mb: float = 50.0,
-                weights_base_url: str | None = None, bundles_dir: str | None = None):
+                weights_base_url: str | None = None, bundles_dir: str | None = None, verify: str | None = None,
+                sha256: str | None = None):
         """Write OUT/<bundle>_v<version>.zip per bundle (BUNDLES: comma-separated, default all): the bundle with
-        a vendored copy of common/, same bytes every time; weights above MAX_EMBEDDED_MB go to large_files.json."""
-        from common.release import build_releases
+        a vendored copy of common/, same bytes every time; weights above MAX_EMBEDDED_MB go to large_files.json.
+        --verify ZIP --sha256 HEX checks a downloaded zip instead (prints ok, or exits 2 with both digests)."""
+        from common.release import build_releases, verify_release
+
+        if verify is not None:
+            verify_release(verify, sha256)
+            print(f"ok: {verify} sha256 {str(sha256).strip().lower()}")
+            return
 
         build_releases(bundles=bundles, out=out, bundles_dir=bundles_dir, max_embedded_mb=max_embedded_mb,
                        weights_base_url=weights_base_url)

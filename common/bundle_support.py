@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 __all__ = ["check_bundle_weights", "load_weights", "locate_bundle_root", "prepare_model_dir", "require_file",
-           "write_training_summary"]
+           "require_writable_dir", "write_training_summary"]
 
 #: where :func:`prepare_model_dir` moves the summary of a finished run that ``--overwrite true`` replaces
 PREVIOUS_SUMMARY = "train_summary.previous.json"
@@ -59,6 +59,29 @@ def require_file(path: str | os.PathLike, what: str) -> str:
         from common.errors import InputDataError
 
         raise InputDataError(path, f"file not found ({what})")
+    return str(path)
+
+
+def require_writable_dir(path: str | os.PathLike, what: str) -> str:
+    """Fail before any work starts when the output folder ``path`` cannot be created or written (a file in the
+    way, a read-only parent, a full disk), instead of after hours of training: creates the folder (and its
+    parents) and a probe file in it, then removes the probe. Returns ``path``."""
+    import secrets
+
+    from common.errors import InputDataError
+
+    folder = Path(path)
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        where = "is" if blocker == folder else f"cannot be created: {blocker} is"
+        raise InputDataError(folder, f"{where} a file, not a folder ({what})")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{os.getpid()}-{secrets.token_hex(4)}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise InputDataError(folder, f"not writable ({what}): {err.strerror or err}") from None
     return str(path)
 
 

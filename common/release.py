@@ -9,7 +9,9 @@ not another ``common`` installed in the environment.
 
 Reproducible: the same inputs give the same bytes. Entries are sorted, every entry has the same timestamp
 (1980-01-01, the ZIP epoch) and permissions (0644), no directory entries or extra fields, deflate level 9.
-Links are dereferenced (a zip of links would not extract on another machine). Generated folders
+Links are dereferenced (a zip of links would not extract on another machine), and followed only when they
+resolve inside the folder being released: a link out of it (a patient's NIfTI, a key, another bundle), a
+dangling link or a link loop is refused, naming the link and its target, before any zip is written. Generated folders
 (``models/``, ``logs/``, ``eval/``), ``__pycache__`` and hidden files are left out.
 
 Weights: ``models/model.pt`` is embedded when it is at most ``max_embedded_mb`` (``models/train_summary.json``,
@@ -17,10 +19,14 @@ which says which epoch the weights are, always is); a larger one is copied besid
 ``<bundle>_v<version>_model.pt`` and listed in the zip's ``large_files.json`` (model-zoo format: path, url,
 hash_val, hash_type sha256), which ``python -m monai.bundle download_large_files`` reads. Without trained
 weights the release carries none: train it after download.
+
+Trust: a bundle's configs are code (MONAI evaluates their ``$`` expressions), so a zip is run only when its
+sha256 is the published one: :func:`verify_release` (``python -m common release --verify ZIP --sha256 HEX``).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -38,7 +44,8 @@ from common.cache import sha256_file
 from common.data._jsonio import write_bytes_atomic
 from common.errors import InputDataError
 
-__all__ = ["DEFAULT_BUNDLES_DIR", "PACKAGE_PATTERNS", "Release", "build_release", "build_releases", "check_bundle", "release_entries"]
+__all__ = ["DEFAULT_BUNDLES_DIR", "PACKAGE_PATTERNS", "Release", "build_release", "build_releases", "check_bundle",
+           "release_entries", "verify_release"]
 
 #: Files of ``common/`` that a release vendors: the sources and the package data of pyproject.toml.
 PACKAGE_PATTERNS = ("*.py", "*.toml")
@@ -68,10 +75,39 @@ def _visible(name: str) -> bool:
     return not name.startswith(".") and name != "__pycache__"
 
 
+def _check_link(path: Path, root_real: str) -> None:
+    """Refuse ``path`` if it is a link that dangles, loops or resolves outside ``root_real``: a release copies a
+    link's target into the zip, so a link out of the bundle would publish whatever it points at."""
+    if not path.is_symlink():
+        return
+    target = os.readlink(path)
+    try:
+        real = os.path.realpath(path, strict=True)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise InputDataError(path, f"symbolic link loop (-> {target}): a release cannot follow it") from None
+        raise InputDataError(path, f"dangling symbolic link (-> {target}, which does not exist)") from None
+    if os.path.commonpath([real, root_real]) != root_real:
+        raise InputDataError(path, f"symbolic link to {real}, outside {root_real}: a release follows links only "
+                                   "inside the folder it releases (it would copy the target into the zip); "
+                                   "copy the file in or remove the link")
+
+
+def _check_inside(path: Path, root: Path) -> None:
+    """:func:`_check_link` for ``path`` and every folder between ``root`` and it."""
+    root_real = os.path.realpath(root)
+    current = root
+    for part in path.relative_to(root).parts:
+        current = current / part
+        _check_link(current, root_real)
+
+
 def _walk_files(root: Path, skip_top: tuple[str, ...] = ()) -> dict[str, Path]:
-    """Relative POSIX path -> file under ``root``, following links (each real folder once, no cycles)."""
+    """Relative POSIX path -> file under ``root``, following links that stay inside ``root`` (each real folder
+    once, no cycles); any other link is refused (:func:`_check_link`)."""
     files: dict[str, Path] = {}
     seen: set[str] = set()
+    root_real = os.path.realpath(root)
     for folder, dirs, names in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
         rel_folder = Path(folder).relative_to(root)
@@ -80,12 +116,13 @@ def _walk_files(root: Path, skip_top: tuple[str, ...] = ()) -> dict[str, Path]:
             continue
         seen.add(real)
         dirs[:] = sorted(d for d in dirs if _visible(d) and not (rel_folder == Path(".") and d in skip_top))
+        for name in dirs:
+            _check_link(Path(folder) / name, root_real)
         for name in names:
             if not _visible(name) or name.endswith((".pyc", ".pyo")):
                 continue
             path = Path(folder) / name
-            if not path.exists():
-                raise InputDataError(path, "broken link: a release dereferences links, the target is missing")
+            _check_link(path, root_real)
             files[(rel_folder / name).as_posix()] = path
     return files
 
@@ -139,6 +176,10 @@ def check_bundle(bundle_dir: str | os.PathLike) -> str:
         if not (bundle_dir / rel).is_file():
             raise InputDataError(bundle_dir / rel, "missing: a released bundle needs it (model-zoo layout)")
     version = read_version(bundle_dir)
+    for rel in (WEIGHTS, *WEIGHTS_SIDECARS, LARGE_FILES):  # read outside the walk: links checked here
+        if os.path.lexists(bundle_dir / rel):
+            _check_inside(bundle_dir / rel, bundle_dir)
+    release_entries(bundle_dir)  # every link of the bundle and of the vendored package, before any zip
     _listed_large_files(bundle_dir)
     if (bundle_dir / WEIGHTS).is_file():
         _check_weights(bundle_dir / WEIGHTS)
@@ -255,3 +296,26 @@ def build_releases(bundles: str | list[str] | tuple[str, ...] | None = None, out
                       f"({'--weights_base_url' if weights_base_url else 'a file:// url: pass --weights_base_url'})")
     sys.stdout.flush()
     return releases
+
+
+def verify_release(zip_path: str | os.PathLike, sha256: str | None) -> str:
+    """Check a downloaded release against the sha256 published with it, before running its configs (they are
+    code); then that it is a readable zip. Returns the digest; raises InputDataError naming the file, with both
+    digests on a mismatch."""
+    zip_path = Path(zip_path)
+    expected = str(sha256 or "").strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", expected):
+        raise InputDataError(None, f"--sha256 must be the 64 hex digits published with the release, got {sha256!r}")
+    if not zip_path.is_file():
+        raise InputDataError(zip_path, "file not found" if not zip_path.exists() else "is not a file")
+    actual = sha256_file(zip_path)
+    if actual != expected:
+        raise InputDataError(zip_path, f"sha256 mismatch: expected {expected}, got {actual}; do not run it")
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise InputDataError(zip_path, f"not a readable zip ({err})") from None
+    if bad is not None:
+        raise InputDataError(zip_path, f"corrupt zip: entry {bad} fails its CRC check")
+    return actual

@@ -111,13 +111,13 @@ def _fake_bundle(root: Path, name: str = "pd_sae") -> Path:
 
 def test_times_permissions_links_and_generated_files_do_not_change_the_bytes(tmp_path):
     bundle = _fake_bundle(tmp_path / "bundles")
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    (outside / "notes.md").write_text("linked notes\n")
-    (outside / "scripts").mkdir()
-    (outside / "scripts" / "__init__.py").write_text("VALUE = 1\n")
-    (bundle / "docs" / "notes.md").symlink_to(outside / "notes.md")
-    (bundle / "scripts").symlink_to(outside / "scripts", target_is_directory=True)
+    shared = bundle / "shared"  # links are followed when they stay inside the bundle (tests/test_hostile_runs.py)
+    shared.mkdir()
+    (shared / "notes.md").write_text("linked notes\n")
+    (shared / "scripts").mkdir()
+    (shared / "scripts" / "__init__.py").write_text("VALUE = 1\n")
+    (bundle / "docs" / "notes.md").symlink_to(Path("..") / "shared" / "notes.md")
+    (bundle / "scripts").symlink_to(shared / "scripts", target_is_directory=True)
     first = build_release("pd_sae", out=tmp_path / "a", bundles_dir=tmp_path / "bundles")
 
     # what a run or an editor leaves behind, other times and permissions: none of it reaches the zip

@@ -13,7 +13,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from common.bundle_support import require_writable_dir
 from common.evaluation.baseline import BASELINE_NAME
+from common.evaluation.fingerprint import prepare_splits
 from common.evaluation.pd import aggregate_splits, write_split_aggregates
 
 __all__ = [
@@ -121,7 +123,7 @@ def run_pd_experiment(bundle: str = "pd_ae", dataset_dir: str | None = None, out
                       splits: int = 10, seed: int = 0, n_val: int = 3, epochs: int | None = None,
                       overrides: Mapping | None = None, bundles_dir: str | Path | None = None,
                       progress: bool = True, n_calib: int = 4, reference_pool: str = "calib",
-                      scoring: str | None = None) -> dict:
+                      scoring: str | None = None, overwrite: bool = False) -> dict:
     """Train and evaluate ``bundle`` on ``splits`` control splits; returns the aggregated rows and paths.
 
     ``bundle``: ``pd_ae``, ``pd_sae`` or ``normative`` (the voxel-wise z-score baseline, fitted instead of
@@ -130,6 +132,8 @@ def run_pd_experiment(bundle: str = "pd_ae", dataset_dir: str | None = None, out
     ``{"batch_size": 20}``). Each split holds ``n_calib`` calibration controls that training never sees; the
     thresholds come from ``reference_pool`` (``"calib"``, or ``"train"``: the paper's pool, whose errors the model
     has fitted, so its threshold is biased low). ``scoring`` (``"zscore"``/``"raw"``) overrides the bundle's.
+    A split whose stored fingerprint differs (other data or settings) is refused before any work unless
+    ``overwrite`` (:mod:`common.evaluation.fingerprint`).
     """
     if bundle not in PD_MODELS:
         raise ValueError(f"unknown PD model {bundle!r}; expected one of {PD_MODELS}")
@@ -142,12 +146,13 @@ def run_pd_experiment(bundle: str = "pd_ae", dataset_dir: str | None = None, out
     if epochs is not None:
         common["epochs"] = int(epochs)
     _check_experiment_input(configs, common, splits, bundle)
-    out.mkdir(parents=True, exist_ok=True)
+    require_writable_dir(out, "the experiment's --out")
+    plans = [(out / f"split_{i:02d}", {**common, "split_index": i, "bundle_root": str(out / f"split_{i:02d}")})
+             for i in range(splits)]
+    prepare_splits(configs, plans, overwrite=overwrite)  # refuses changed data or settings before any work
     results, timings = [], []
-    for index in range(splits):
-        root = out / f"split_{index:02d}"
+    for index, (root, split_overrides) in enumerate(plans):
         result_file = root / "eval" / f"split_{index}" / "pd_evaluation.json"
-        split_overrides = {**common, "split_index": index, "bundle_root": str(root)}
         if result_file.is_file():
             print(f"[{bundle}] split {index}: done earlier, reusing {result_file}")
         else:
@@ -184,14 +189,15 @@ DEMO_VAE_OVERRIDES = {
 def run_pet_experiment(dataset_dir: str | None = None, out: str | Path | None = None, split: int = 0,
                        seed: int = 0, n_splits: int = 10, n_val: int = 3, epochs: int | None = None,
                        learning_rate: float | None = None, overrides: Mapping | None = None,
-                       bundles_dir: str | Path | None = None, progress: bool = True) -> dict:
+                       bundles_dir: str | Path | None = None, progress: bool = True, overwrite: bool = False) -> dict:
     """Train ad_vae3d on one control split and run the simulation-based PET evaluation (AD paper), both through
     the bundle's configs; returns the evaluation summary.
 
     ``dataset_dir`` defaults to the embedded synthetic PET cohort; ``epochs`` / ``learning_rate`` override the
     paper's schedule (300 epochs, 1e-5); ``overrides`` go to both configs (e.g. ``{"batch_size": 8,
     "degrees": [0, 30, 70]}``). ``<out>/split_XX`` is the bundle root (``models/``, ``logs/``,
-    ``eval/split_<i>/``); finished training or evaluation is reused, so a killed run resumes.
+    ``eval/split_<i>/``); finished training or evaluation is reused, so a killed run resumes; a split made from
+    other data or settings is refused before any work unless ``overwrite``.
     """
     configs = bundle_configs("ad_vae3d", bundles_dir)
     root = Path(out or Path("outputs") / "experiments" / "ad_vae3d") / f"split_{split:02d}"
@@ -200,6 +206,8 @@ def run_pet_experiment(dataset_dir: str | None = None, out: str | Path | None = 
                 **({"dataset_dir": str(dataset_dir)} if dataset_dir else {}),
                 **({"epochs": int(epochs)} if epochs is not None else {}),
                 **({"learning_rate": float(learning_rate)} if learning_rate is not None else {}), **(overrides or {})}
+    require_writable_dir(root.parent, "the experiment's --out")
+    prepare_splits(configs, [(root, settings)], overwrite=overwrite)  # refuses changed data or settings
     summary_file = root / "eval" / f"split_{split}" / "summary.json"
     if summary_file.is_file():
         print(f"[ad_vae3d] split {split}: evaluated earlier, reusing {summary_file}")

@@ -1,12 +1,19 @@
 """MONAI Label app serving the voxel anomaly maps of this repository's bundles, offline.
 
-    monailabel start_server --app integrations/label --studies DIR --conf models pd_ae
+    monailabel start_server --app integrations/label --studies DIR --conf models pd_ae --host 127.0.0.1
+
+Address: this machine only (``--host 127.0.0.1``) unless told otherwise. MONAI Label listens on 0.0.0.0 by
+default, without authentication and with CORS ``*``; the app refuses to start there. Expose it deliberately
+with ``--host ADDRESS --conf expose true`` (then put authentication or a firewall in front of it).
 
 Configuration (``--conf KEY VALUE``):
 
 - ``models``: comma-separated bundle names (default: every bundle that has trained weights);
 - ``bundles``: the folder holding them (default: the repository's ``bundles/``); each bundle is read in
-  place, with its weights at ``<bundle>/models/model.pt``. Nothing is downloaded.
+  place, with its weights at ``<bundle>/models/model.pt``. Nothing is downloaded. A bundle this environment
+  cannot run is refused when named, left out otherwise (pd_sae needs an atlas that numpy < 2 cannot rebuild
+  here: ``lib.bundles.atlas_problem``);
+- ``expose``: ``true`` to allow a non-loopback ``--host``.
 
 Send one NIfTI per subject (4D with FA, MD as the last axis for pd_ae/pd_sae; 3D SUVR for PET) to
 ``POST /infer/<bundle>?output=image``; the reply is the float32 anomaly map on the input grid (``output=json``
@@ -25,7 +32,7 @@ if str(REPO) not in sys.path:  # common/ and integrations/ of this checkout
     sys.path.insert(0, str(REPO))
 
 import monailabel  # noqa: E402
-from lib.bundles import select_bundles  # noqa: E402
+from lib.bundles import check_exposure, select_bundles  # noqa: E402
 from lib.infers import AnomalyMapInferTask  # noqa: E402
 from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
 from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
@@ -38,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 class AnomalyMapApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]):
+        # runs in the server's start-up, before uvicorn binds its socket: a refusal means nothing listened
+        self.host = check_exposure(sys.argv, conf)
         self.bundles = select_bundles(conf)
         super().__init__(
             app_dir=app_dir,
