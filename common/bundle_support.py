@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["load_weights", "locate_bundle_root", "require_file", "write_training_summary"]
+__all__ = ["check_settings", "load_weights", "locate_bundle_root", "require_file", "write_training_summary"]
 
 
 def _config_file_from_argv(argv: list[str]) -> str | None:
@@ -103,3 +103,17 @@ def write_training_summary(trainer, evaluator, out_dir: str | os.PathLike) -> Pa
     print(f"training done: best {summary['key_metric']} {summary['best_val_metric']} at epoch {summary['best_val_epoch']}"
           f" -> {out / 'model.pt'}")
     return path
+
+
+def check_settings(**settings) -> bool:
+    """Refuse bad settings of a bundle run before any work (``--epochs 1.5``, ``--batch_size 0``, ``--amp maybe``):
+    each must be of its kind and in its range (:data:`common.cli.RANGES`, :data:`common.cli.SETTING_KINDS`), else
+    a :class:`~common.errors.SettingsError` names the setting and the config file. The train configs call it in
+    ``initialize``, where MONAI's overrides have already replaced the configs' values."""
+    from common.cli import SETTING_KINDS, check_value
+
+    source = _config_file_from_argv(sys.argv)
+    for name, value in settings.items():
+        kind = SETTING_KINDS.get(name, "int")
+        check_value(name, value, kind, option=f"--{name}", source=source, strict=True)
+    return True
