@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from common.errors import SettingsError
 
-__all__ = ["RANGES", "SETTING_KINDS", "Flag", "flags_of", "parse_command_line", "format_help", "check_value", "GLOBAL_FLAGS"]
+__all__ = ["RANGES", "SETTING_KINDS", "Flag", "flags_of", "parse_command_line", "format_help", "check_value", "iter_commands",
+           "run_command_line", "GLOBAL_FLAGS"]
 
 # Allowed ranges of flags and bundle settings by name, (low, high) inclusive; None: unbounded. A name listed here
 # is checked in every command that has it and by ``common.bundle_support.check_settings``.
@@ -234,6 +236,14 @@ def _subcommands(group) -> dict[str, Callable]:
             and callable(getattr(instance, name))}
 
 
+def iter_commands(commands: Mapping[str, object], path: tuple[str, ...] = ()):
+    """``(path, target)`` of every command and group in the tree, depth first (groups before their commands)."""
+    for name, obj in commands.items():
+        yield (*path, name), obj
+        if _is_group(obj):
+            yield from iter_commands(_subcommands(obj), (*path, name))
+
+
 def _flag_line(flag: Flag) -> str:
     kind = flag.kind.upper()
     name = flag.name.upper() if flag.required else f"{flag.option} {kind}"
@@ -369,6 +379,9 @@ def run_command_line(commands: Mapping[str, object], argv: Sequence[str] | None 
     with exit_on_project_error(debug=debug):
         path, func, kwargs, help_text = parse_command_line(commands, argv, prog)
         if help_text is not None:
-            print(help_text)
+            try:
+                print(help_text, flush=True)
+            except BrokenPipeError:  # `--help | head`
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stays open until exit, as stdout would
             return None
         return func(**kwargs)
