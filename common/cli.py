@@ -161,11 +161,11 @@ def _expected(kind: str, name: str) -> str:
     lo, hi = RANGES.get(name, (None, None))
     what = {"int": "an integer", "float": "a finite number", "bool": "true or false"}.get(kind, "a value")
     if lo is not None and hi is not None:
-        return f"{what} in [{lo:g}, {hi:g}]"
+        return f"{what} in [{lo}, {hi}]"
     if lo is not None:
-        return f"{what} {'>' if name in _OPEN_LOW else '>='} {lo:g}"
+        return f"{what} {'>' if name in _OPEN_LOW else '>='} {lo}"
     if hi is not None:
-        return f"{what} <= {hi:g}"
+        return f"{what} <= {hi}"
     return what
 
 
@@ -305,21 +305,22 @@ def _parse_flags(path: Sequence[str], func: Callable, tokens: Sequence[str]) -> 
             raise SettingsError(flag.option, "given twice")
         if not has_value:
             if flag.kind == "bool":
-                if i < len(tokens) and tokens[i].strip().lower() in _TRUE | _FALSE:
-                    raw = tokens[i]
+                raw = "true"
+                if i < len(tokens) and not tokens[i].startswith("-"):
+                    raw = tokens[i]  # `--flag value`: a value that is not true/false is refused, not positional
                     i += 1
-                else:
-                    raw = "true"
             elif i < len(tokens) and (not tokens[i].startswith("--") or _is_number(tokens[i])):
                 raw = tokens[i]
                 i += 1
             else:
                 raise SettingsError(flag.option, f"needs a value: {_expected(flag.kind, flag.name)}")
         values[flag.name] = check_value(flag.name, raw, flag.kind, flag.optional, flag.option)
-    free = [f for f in flags.values() if f.name not in values]
+    # Positional arguments fill the required parameters only: a stray word must not become an output folder
+    # or a count (Fire's `synth pd --paper_size 2` made n_controls 2 and wrote a paper-size cohort).
+    free = [f for f in flags.values() if f.required and f.name not in values]
     if len(positional) > len(free):
         raise SettingsError(positional[len(free)], f"unexpected argument of '{command}'; it takes "
-                                                   f"{', '.join(f.name.upper() for f in free if f.required) or 'none'}")
+                                                   f"{', '.join(f.name.upper() for f in free) or 'none'}")
     for flag, raw in zip(free, positional, strict=False):
         values[flag.name] = check_value(flag.name, raw, flag.kind, flag.optional, flag.name.upper())
     missing = [f.name.upper() for f in flags.values() if f.required and f.name not in values]
