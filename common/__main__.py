@@ -10,38 +10,59 @@ Commands:
   benchmark   detection ladder, every model beside the baseline: python -m common benchmark detection --quick
   demo      the README's main job on the embedded synthetic data: python -m common demo
   release   reproducible, self-contained bundle zips:             python -m common release --out dist
+
+Adding a command: a function (or a class whose methods are subcommands) in :func:`_commands` with an ``Args:``
+line per parameter; :mod:`common.cli` turns the signature into flags, help and checks (ranges by flag name in
+``common.cli.RANGES``). Keep heavy imports (torch, MONAI, nibabel) inside the function body so ``--help`` stays
+fast. Global flags: ``-h``/``--help`` anywhere, ``--debug`` for the full traceback on an error.
 """
 
 from __future__ import annotations
-
-import sys
 
 
 def _commands() -> dict:
     # Imports stay inside so that `--help` and one command do not pay for every other command's imports.
     def atlas(grid: str = "all", rebuild: bool = False, quiet: bool = False):
-        """Build the atlases of GRID ('spm1p5', 'clinicadl2' or 'all') into the cache; print ROI voxel counts."""
+        """Build the atlases of a grid into the cache (or check the cached ones); print ROI voxel counts.
+
+        Args:
+            grid: 'spm1p5', 'clinicadl2' or 'all'
+            rebuild: build again even when a cached atlas passes its checks
+            quiet: print one line per grid instead of the ROI table
+        """
+        from common.grids import GRIDS
+        from common.errors import SettingsError
+
+        if grid != "all" and grid not in GRIDS:
+            raise SettingsError("--grid", f"unknown grid {grid!r}; expected one of: all, {', '.join(GRIDS)}")
         from common.atlases.cli import atlas_command
 
         return atlas_command(grid=grid, rebuild=rebuild, quiet=quiet)
 
     def validate(dataset_json: str, check_data: bool = True):
-        """Check DATASET_JSON and every image it names (grid, dims, finite values, ranges); exit 2 on errors."""
+        """Check a dataset.json and every image it names (grid, dims, finite values, ranges); exit 2 on errors.
+
+        Args:
+            dataset_json: the dataset.json to check
+            check_data: also read every voxel (finite values, plausible ranges); false checks headers only
+        """
         from common.data.cli import validate_command
 
         return validate_command(dataset_json, check_data=check_data)
 
-    def splits(
-        dataset_json: str,
-        out: str | None = None,
-        n_splits: int = 10,
-        n_test: int | None = None,
-        n_val: int = 0,
-        seed: int = 0,
-        n_calib: int = 0,
-    ):
-        """Write N_SPLITS age/sex-balanced train/test splits of the controls (default OUT: next to dataset.json);
-        N_VAL validation and N_CALIB calibration controls (held out of training, for thresholds) per split."""
+    def splits(dataset_json: str, out: str | None = None, n_splits: int = 10, n_test: int | None = None,
+               n_val: int = 0, seed: int = 0, n_calib: int = 0):
+        """Write age/sex-balanced train/val/test splits of the controls (patients in every test set).
+
+        Args:
+            dataset_json: the cohort's dataset.json
+            out: the splits file to write (None: splits.json next to the dataset.json)
+            n_splits: number of seeded splits
+            n_test: controls per test set (None: the protocol's default for the cohort size)
+            n_val: controls per validation set, taken from the training controls
+            seed: random seed of the splits
+            n_calib: calibration controls per split, held out of training (for thresholds)
+        """
         from common.data.cli import splits_command
 
         return splits_command(dataset_json, out=out, n_splits=n_splits, n_test=n_test, n_val=n_val, seed=seed,
@@ -50,13 +71,78 @@ def _commands() -> dict:
     def demo(out: str = "outputs/demo", seed: int = 0, pd_controls: int = 20, pd_patients: int = 20,
              pet_controls: int = 20, pet_patients: int = 10, train: bool = True, pd_ae_epochs: int = 30,
              pd_sae_epochs: int = 10, pd_sae_pairs: int = 45_000):
-        """The README's main job: atlases, demo cohorts, pd_ae, pd_sae and ad_vae3d trained and evaluated on short
-        CPU schedules, AE vs SAE, figures and one HTML report (OUT/report.html); --train False skips training."""
+        """The README's main job: atlases, demo cohorts, the three bundles trained and evaluated, one HTML report.
+
+        pd_ae, pd_sae and ad_vae3d on short CPU schedules, AE vs SAE, figures and OUT/report.html.
+
+        Args:
+            out: output folder (cohorts, runs, figures, report.html)
+            seed: random seed of the cohorts, splits and training
+            pd_controls: controls of the PD cohort
+            pd_patients: patients of the PD cohort
+            pet_controls: cognitively normal subjects of the PET cohort
+            pet_patients: AD patients of the PET cohort
+            train: train and evaluate the bundles (false: cohorts and figures only)
+            pd_ae_epochs: pd_ae training epochs
+            pd_sae_epochs: pd_sae training epochs
+            pd_sae_pairs: pd_sae patch pairs per epoch
+        """
         from common.demo import run_demo
 
         run_demo(out=out, seed=seed, pd_controls=pd_controls, pd_patients=pd_patients, pet_controls=pet_controls,
                  pet_patients=pet_patients, train=train, pd_ae_epochs=pd_ae_epochs, pd_sae_epochs=pd_sae_epochs,
                  pd_sae_pairs=pd_sae_pairs)
+
+    class SynthCommands:
+        """Write a synthetic cohort (deterministic for a seed); an existing identical cohort is reused."""
+
+        def pd(self, out: str = "outputs/cohorts/pd", n_controls: int = 20, n_patients: int = 20, seed: int = 0,
+               effect_size: float = 0.05, heterogeneity: float = 0.0, paper_size: bool = False,
+               overwrite: bool = False, progress: bool = True, locations: str = "mixed",
+               nuclei: str = "sn,putamen,gpi,stn"):
+            """PD DTI cohort: FA and MD maps on the 1.5 mm grid, patients with white-matter changes.
+
+            Args:
+                out: output folder (NIfTI files + dataset.json)
+                n_controls: number of healthy controls
+                n_patients: number of PD patients
+                seed: random seed (the same seed gives the same files)
+                effect_size: mean relative FA/MD change in the patients' lesions (0.05: 5 %)
+                heterogeneity: patchiness of the patients' changes at the voxel scale (0: smooth)
+                paper_size: the paper's 56 controls / 129 patients (overrides the counts)
+                overwrite: replace an existing cohort made with other settings
+                progress: show a progress bar
+                locations: where patients' changes go: mixed (white-matter blobs and nuclei), nuclei or white_matter
+                nuclei: comma-separated nuclei that may change (e.g. putamen: one deep nucleus)
+            """
+            from common.data.synthetic.cli import synth_pd
+
+            synth_pd(out, n_controls, n_patients, seed, effect_size, heterogeneity, paper_size, overwrite, progress,
+                     locations, nuclei)
+
+        def pet(self, out: str = "outputs/cohorts/pet", n_controls: int = 20, n_patients: int = 10, seed: int = 0,
+                degree_min: float = 15.0, degree_max: float = 35.0, paper_size: bool = False,
+                overwrite: bool = False, progress: bool = True):
+            """FDG PET cohort: SUVR images on the 2 mm grid, AD patients with simulated hypometabolism.
+
+            Args:
+                out: output folder (NIfTI files + dataset.json)
+                n_controls: number of cognitively normal subjects
+                n_patients: number of AD patients
+                seed: random seed (the same seed gives the same files)
+                degree_min: lowest hypometabolism of a patient, in percent
+                degree_max: highest hypometabolism of a patient, in percent
+                paper_size: the paper's cohort size (overrides the counts)
+                overwrite: replace an existing cohort made with other settings
+                progress: show a progress bar
+            """
+            if degree_min > degree_max:
+                from common.errors import SettingsError
+
+                raise SettingsError("--degree_min", f"{degree_min:g} is above --degree_max {degree_max:g}")
+            from common.data.synthetic.cli import synth_pet
+
+            synth_pet(out, n_controls, n_patients, seed, degree_min, degree_max, paper_size, overwrite, progress)
 
     class ExperimentCommands:
         """Train and evaluate a bundle over seeded control splits, then aggregate (the papers' protocols)."""
@@ -65,11 +151,32 @@ def _commands() -> dict:
                splits: int = 10, seed: int = 0, n_val: int = 3, epochs: int | None = None, progress: bool = True,
                n_calib: int = 4, reference_pool: str = "calib", scoring: str | None = None,
                overwrite: bool = False):
-            """PD protocol: per split train BUNDLE (pd_ae, pd_sae, or normative: the voxel-wise z-score baseline),
-            evaluate per ROI; mean +- sd over splits. N_CALIB calibration controls per split set the thresholds
-            (--reference_pool train: the paper's pool, the training controls); --scoring zscore|raw: error maps
-            standardised against the controls' errors, or raw. A killed run resumes: finished splits are reused when
-            their data and settings are unchanged, else refused; --overwrite true recomputes them from scratch."""
+            """PD protocol: per split train a bundle, evaluate per ROI; mean +- sd over splits. Resumable.
+
+            A killed run resumes: finished splits are reused when their data and settings are unchanged, else
+            refused (--overwrite true recomputes them from scratch).
+
+            Args:
+                bundle: pd_ae, pd_sae or normative (the voxel-wise z-score baseline, fitted instead of trained)
+                dataset_dir: folder of the cohort's dataset.json (None: the embedded synthetic PD cohort)
+                out: output folder (None: outputs/experiments/BUNDLE)
+                splits: number of seeded control splits to train and evaluate
+                seed: random seed of the splits and the training
+                n_val: validation controls per split
+                epochs: training epochs (None: the bundle's schedule)
+                progress: show progress bars
+                n_calib: calibration controls per split (never trained on) that set the thresholds
+                reference_pool: controls whose errors set the thresholds: calib, or train (the paper's pool)
+                scoring: zscore (error maps standardised against the controls' errors) or raw (None: the bundle's)
+                overwrite: recompute splits made from other data or settings instead of refusing
+            """
+            from common.errors import SettingsError
+
+            for flag, value, allowed in (("--bundle", bundle, ("pd_ae", "pd_sae", "normative")),
+                                         ("--reference_pool", reference_pool, ("calib", "train")),
+                                         ("--scoring", scoring, (None, "zscore", "raw"))):
+                if value not in allowed:
+                    raise SettingsError(flag, f"expected one of {', '.join(map(str, allowed))}, got {value!r}")
             from common.evaluation.experiment import run_pd_experiment
 
             run_pd_experiment(bundle=bundle, dataset_dir=dataset_dir, out=out, splits=splits, seed=seed,
@@ -80,11 +187,23 @@ def _commands() -> dict:
                 n_val: int = 3, epochs: int | None = None, learning_rate: float | None = None,
                 batch_size: int | None = None, short_schedule: bool = False, progress: bool = True,
                 overwrite: bool = False):
-            """AD paper protocol: train ad_vae3d on SPLIT, then the simulation-based evaluation (degree sweep,
-            six dementias, CN vs AD, voxel detection) under OUT/split_XX/eval. A killed run resumes.
-            --short_schedule True trains with the bundle's short CPU recipe (minutes; DEMO_VAE_OVERRIDES) instead
-            of the paper's schedule; --epochs / --learning_rate / --batch_size still override it. A split made
-            from other data or settings is refused; --overwrite True recomputes it from scratch."""
+            """AD protocol: train ad_vae3d on one split, then the simulation-based evaluation. Resumable.
+
+            Degree sweep, six dementias, CN vs AD and voxel detection under OUT/split_XX/eval.
+
+            Args:
+                dataset_dir: folder of the cohort's dataset.json (None: the embedded synthetic PET cohort)
+                out: output folder (None: outputs/experiments/ad_vae3d)
+                split: index of the control split to train on
+                seed: random seed of the splits and the training
+                n_val: validation controls of the split
+                epochs: training epochs (None: the schedule's)
+                learning_rate: learning rate (None: the schedule's)
+                batch_size: batch size (None: the schedule's)
+                short_schedule: the bundle's few-minute CPU recipe instead of the paper's schedule
+                progress: show progress bars
+                overwrite: recompute a split made from other data or settings instead of refusing
+            """
             from common.evaluation.experiment import (
                 DEMO_VAE_OVERRIDES,
                 run_pet_experiment,
@@ -102,26 +221,48 @@ def _commands() -> dict:
 
         def compare(self, runs: str = "outputs/experiments/pd_ae,outputs/experiments/pd_sae",
                     out: str = "outputs/experiments/compare"):
-            """Models side by side per ROI (table + paper Fig. 4 style figure): RUNS is a comma-separated list
-            of experiment folders written by `experiment pd`."""
+            """Models side by side per ROI: a table and a paper Fig. 4 style figure.
+
+            Args:
+                runs: comma-separated experiment folders written by `experiment pd`
+                out: output folder of the table and figure
+            """
             from common.evaluation.experiment import compare_experiments
 
-            compare_experiments(runs if isinstance(runs, str) else ",".join(runs), out)
+            compare_experiments(runs, out)
 
     class BenchmarkCommands:
         """Benchmarks of what the models detect, each beside the voxel-wise z-score baseline."""
 
         def detection(self, out: str = "outputs/benchmark/detection", quick: bool = False, seeds: str | None = None,
                       models: str | None = None, progress: bool = True):
-            """Effect-size ladder on synthetic PD cohorts (2.5-20 %, smooth and patchy, deep nuclei or white
-            matter): every model and the baseline trained once per seed and evaluated per rung; writes
-            OUT/detection.csv, mde.csv, detection.md and figures. --quick: one seed, 3 effects, short schedules
-            (minutes); SEEDS / MODELS: comma-separated overrides (e.g. --models pd_ae,normative)."""
+            """Effect-size ladder on synthetic PD cohorts: every model and the baseline, per effect size.
+
+            2.5-20 % changes, smooth and patchy, deep nuclei or white matter; each model trained once per seed and
+            evaluated per rung; writes OUT/detection.csv, mde.csv, detection.md and figures.
+
+            Args:
+                out: output folder
+                quick: one seed, 3 effect sizes, short schedules (minutes)
+                seeds: comma-separated seeds (None: the ladder's)
+                models: comma-separated models, e.g. pd_ae,normative (None: pd_ae, pd_sae and normative)
+                progress: show progress bars
+            """
+            from common.errors import SettingsError
+
+            seed_list = None
+            if seeds is not None:
+                try:
+                    seed_list = tuple(int(x) for x in str(seeds).split(",") if str(x).strip())
+                except ValueError:
+                    raise SettingsError("--seeds", f"expected comma-separated integers, got {seeds!r}") from None
+                if not seed_list or min(seed_list) < 0:
+                    raise SettingsError("--seeds", f"expected comma-separated integers >= 0, got {seeds!r}")
             from common.evaluation.benchmark import LadderSettings, run_detection_benchmark
 
             overrides = {}
-            if seeds is not None:
-                overrides["seeds"] = tuple(int(x) for x in str(seeds).split(",") if str(x).strip())
+            if seed_list is not None:
+                overrides["seeds"] = seed_list
             if models is not None:
                 overrides["models"] = tuple(m.strip() for m in str(models).split(",") if m.strip())
             settings = LadderSettings.quick(**overrides) if quick else LadderSettings(**overrides)
@@ -130,9 +271,19 @@ def _commands() -> dict:
     def release(bundles: str | None = None, out: str = "dist", max_embedded_mb: float = 50.0,
                 weights_base_url: str | None = None, bundles_dir: str | None = None, verify: str | None = None,
                 sha256: str | None = None):
-        """Write OUT/<bundle>_v<version>.zip per bundle (BUNDLES: comma-separated, default all): the bundle with
-        a vendored copy of common/, same bytes every time; weights above MAX_EMBEDDED_MB go to large_files.json.
-        --verify ZIP --sha256 HEX checks a downloaded zip instead (prints ok, or exits 2 with both digests)."""
+        """Write one reproducible, self-contained zip per bundle (the same bytes every time).
+
+        OUT/<bundle>_v<version>.zip holds the bundle and a vendored copy of common/.
+
+        Args:
+            bundles: comma-separated bundle names (None: every bundle)
+            out: output folder of the zips
+            max_embedded_mb: weights above this size (MB) go to large_files.json instead of the zip
+            weights_base_url: URL prefix of the weights listed in large_files.json
+            bundles_dir: folder holding the bundles (None: this repository's bundles/)
+            verify: a downloaded zip to check against --sha256 instead of building (prints ok, or exits 2)
+            sha256: the expected sha256 (64 hex digits) of the zip given with --verify
+        """
         from common.release import build_releases, verify_release
 
         if verify is not None:
@@ -143,23 +294,16 @@ def _commands() -> dict:
         build_releases(bundles=bundles, out=out, bundles_dir=bundles_dir, max_embedded_mb=max_embedded_mb,
                        weights_base_url=weights_base_url)
 
-    from common.data.synthetic.cli import SynthCommands
-
     return {"atlas": atlas, "synth": SynthCommands, "validate": validate, "splits": splits,
-            "experiment": ExperimentCommands, "benchmark": BenchmarkCommands, "demo": demo,
-            "release": release}
+            "experiment": ExperimentCommands, "benchmark": BenchmarkCommands, "demo": demo, "release": release}
 
 
 def main(argv: list[str] | None = None):
-    import fire
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``): help, or the command with checked flags.
+    Bad flags and bad data exit with code 2 after one ``error:`` block."""
+    from common.cli import run_command_line
 
-    from common.errors import InputDataError
-
-    try:
-        fire.Fire(_commands(), command=argv, name="common")
-    except InputDataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    return run_command_line(_commands(), argv)
 
 
 if __name__ == "__main__":

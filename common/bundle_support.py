@@ -11,8 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["check_bundle_weights", "load_weights", "locate_bundle_root", "prepare_model_dir", "require_file",
-           "require_writable_dir", "write_training_summary"]
+__all__ = ["check_bundle_weights", "check_settings", "load_weights", "locate_bundle_root", "prepare_model_dir",
+           "require_file", "require_writable_dir", "write_training_summary"]
 
 #: where :func:`prepare_model_dir` moves the summary of a finished run that ``--overwrite true`` replaces
 PREVIOUS_SUMMARY = "train_summary.previous.json"
@@ -263,3 +263,17 @@ def write_training_summary(trainer, evaluator, out_dir: str | os.PathLike) -> Pa
     print(f"training done: best {summary['key_metric']} {summary['best_val_metric']} at epoch "
           f"{summary['best_val_epoch']} -> {out / 'model.pt'}")
     return path
+
+
+def check_settings(**settings) -> bool:
+    """Refuse bad settings of a bundle run before any work (``--epochs 1.5``, ``--batch_size 0``, ``--amp maybe``):
+    each must be of its kind and in its range (:data:`common.cli.RANGES`, :data:`common.cli.SETTING_KINDS`), else
+    a :class:`~common.errors.SettingsError` names the setting and the config file. The train configs call it in
+    ``initialize``, where MONAI's overrides have already replaced the configs' values."""
+    from common.cli import SETTING_KINDS, check_value
+
+    source = _config_file_from_argv(sys.argv)
+    for name, value in settings.items():
+        kind = SETTING_KINDS.get(name, "int")
+        check_value(name, value, kind, option=f"--{name}", source=source, strict=True)
+    return True
