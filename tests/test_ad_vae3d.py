@@ -106,7 +106,9 @@ def test_noise_is_drawn_per_sample_in_training_and_eval_is_deterministic():
         first, mu_eval, _ = net(x)
         second, _, _ = net(x)
         decoded_mean = net.decode(mu_eval)
-    torch.testing.assert_close(first[0], first[1], rtol=0, atol=0)
+    # identical inputs in one batch: equal up to float summation order (oneDNN may block batch elements
+    # differently on some CPUs); a drawn noise sample would differ by orders of magnitude more
+    torch.testing.assert_close(first[0], first[1], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(first, second, rtol=0, atol=0)
     torch.testing.assert_close(first, decoded_mean)
 

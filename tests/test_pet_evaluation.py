@@ -137,7 +137,9 @@ def test_deterministic_and_batch_size_independent(setup):
     first = evaluate(setup, Blur(1.0), batch_size=1)
     other = evaluate(setup, Blur(1.0), batch_size=4)
     for a, b in zip(first["sweep"]["degrees"] + first["dementias"], other["sweep"]["degrees"] + other["dementias"]):
-        assert a == pytest.approx(b, rel=0, abs=0, nan_ok=True)
+        # float summation order inside a batched convolution differs by ~1e-9 on some CPUs (oneDNN kernels);
+        # a batch that leaked one subject into another would differ by orders of magnitude more
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-12, nan_ok=True)
 
 
 def test_effective_reduction_matches_numpy_and_increases(setup):
