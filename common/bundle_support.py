@@ -64,20 +64,20 @@ def require_file(path: str | os.PathLike, what: str) -> str:
 
 def require_writable_dir(path: str | os.PathLike, what: str) -> str:
     """Fail before any work starts when the output folder ``path`` cannot be created or written (a file in the
-    way, a read-only parent, a full disk), instead of after hours of training: creates the folder (and its
-    parents) and a probe file in it, then removes the probe. Returns ``path``."""
+    way, a read-only parent, a full disk), instead of after hours of training. A probe file is written and
+    removed in the folder, or in its nearest existing parent when the folder does not exist yet, so a check that
+    passes leaves nothing behind (a run refused by a later check writes no empty folders). Returns ``path``."""
     import secrets
 
     from common.errors import InputDataError
 
     folder = Path(path)
-    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        where = "is" if blocker == folder else f"cannot be created: {blocker} is"
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        where = "is" if existing == folder else f"cannot be created: {existing} is"
         raise InputDataError(folder, f"{where} a file, not a folder ({what})")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-probe-{os.getpid()}-{secrets.token_hex(4)}"
+        probe = existing / f".write-probe-{os.getpid()}-{secrets.token_hex(4)}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:

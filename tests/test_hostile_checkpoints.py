@@ -221,7 +221,7 @@ def test_an_interrupted_run_is_replaced_with_a_warning(tmp_path, caplog, capsys)
     assert "model.pt without train_summary.json (an interrupted run)" in logged(caplog, capsys)
 
 
-@pytest.mark.parametrize("case, problem", [("models_is_a_file", "exists but is not a folder"),
+@pytest.mark.parametrize("case, problem", [("models_is_a_file", "is a file, not a folder"),
                                            ("overwrite_abc", "--overwrite must be true or false, got 'abc'")])
 def test_a_bad_training_folder_or_flag_is_refused(case, problem, tmp_path):
     root = tmp_path / "bundle"

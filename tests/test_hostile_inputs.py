@@ -420,7 +420,7 @@ def test_experiment_fails_on_a_truncated_patient_file_before_training(make_cohor
     truncated = _file(9, "FA", raw=_truncated)(path.parent)[0]
     out = tmp_path / "experiment"
     with pytest.raises(InputDataError) as info:
-        run_pd_experiment("pd_ae", dataset_dir=str(path.parent), out=out, splits=1, n_val=1,
+        run_pd_experiment("pd_ae", dataset_dir=str(path.parent), out=out, splits=1, n_val=1, n_calib=1,
                           overrides={"grid": "tiny"}, progress=False)
     assert truncated in str(info.value) and "truncated or damaged" in str(info.value)
     assert "of the pd_ae experiment (nothing was run)" in str(info.value)

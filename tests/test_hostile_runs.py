@@ -336,11 +336,16 @@ def test_a_read_only_output_dir_is_refused(tmp_path):
     assert list((tmp_path / "ro").iterdir()) == []
 
 
-def test_a_writable_output_dir_is_created_and_left_clean(tmp_path):
+def test_a_writable_output_dir_check_leaves_nothing_behind(tmp_path):
+    """The probe goes into the nearest existing folder and is removed: a run refused by a later check must not
+    leave empty output folders."""
     from common.bundle_support import require_writable_dir
 
     assert require_writable_dir(tmp_path / "a" / "b", "x") == str(tmp_path / "a" / "b")
-    assert (tmp_path / "a" / "b").is_dir() and list((tmp_path / "a" / "b").iterdir()) == []
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "c").mkdir()
+    assert require_writable_dir(tmp_path / "c", "x") == str(tmp_path / "c")
+    assert list((tmp_path / "c").iterdir()) == []
 
 
 # ---------------------------------------------------------------------------------------------- release
@@ -583,12 +588,18 @@ def test_label_docs_start_it_on_loopback():
 
 @pytest.fixture
 def label_bundles(tmp_path):
-    """pd_ae and pd_sae with (dummy) weights, the layout the Label app reads."""
+    """pd_ae and pd_sae with (untrained) weights of their networks, the layout the Label app reads (it checks at
+    start that the weights load)."""
+    import torch
+    from monai.bundle import ConfigParser
+
     root = tmp_path / "bundles"
     for name in ("pd_ae", "pd_sae"):
         shutil.copytree(REPO / "bundles" / name / "configs", root / name / "configs")
         (root / name / "models").mkdir()
-        (root / name / "models" / "model.pt").write_bytes(b"weights")
+        parser = ConfigParser()
+        parser.read_config(str(root / name / "configs" / "inference.json"))
+        torch.save(parser.get_parsed_content("network_def").state_dict(), root / name / "models" / "model.pt")
     return root
 
 

@@ -139,7 +139,7 @@ def test_deterministic_and_batch_size_independent(setup):
     for a, b in zip(first["sweep"]["degrees"] + first["dementias"], other["sweep"]["degrees"] + other["dementias"]):
         # float summation order inside a batched convolution differs by ~1e-9 on some CPUs (oneDNN kernels);
         # a batch that leaked one subject into another would differ by orders of magnitude more
-        assert a == pytest.approx(b, rel=1e-6, abs=1e-12, nan_ok=True)
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-12, nan_ok=True)  # t statistics amplify it to ~4e-6
 
 
 def test_effective_reduction_matches_numpy_and_increases(setup):
