@@ -339,14 +339,8 @@ def pool_subjects(
     """The subjects of one or several parts of a split (e.g. ``["train", "val"]``), each once, in part order:
     the reference pools of an evaluation (the controls that set a threshold or standardise the scores)."""
     parts = [parts] if isinstance(parts, str) else list(parts)
-    if not parts:
-        return []
-    seen: dict[str, dict] = {}
-    for part in parts:
-        for subject in split_subjects(dataset_json, part, split_index, splits_file, n_splits, n_val, seed, n_calib,
-                                      modalities):
-            seen.setdefault(subject["id"], subject)
-    return list(seen.values())
+    return union_subjects(*(split_subjects(dataset_json, part, split_index, splits_file, n_splits, n_val, seed, n_calib,
+                                           modalities) for part in parts))
 
 
 def union_subjects(*groups: Sequence[dict]) -> list[dict]:

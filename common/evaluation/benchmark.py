@@ -80,9 +80,8 @@ def make_ladder_cohort(out: Path, settings: LadderSettings, seed: int, progress:
     ``ladder`` in each patient's dataset.json entry. Reused when it exists with the same settings."""
     from common.atlases import load_atlas
     from common.data.dataset_json import write_dataset
-    from common.data.nifti import MD_MAX_MM2_PER_S
-    from common.data.synthetic.base import SubjectSpec, draw_subjects, save_nifti, write_cohort
-    from common.data.synthetic.pd import PDCohortConfig, PDTemplate, render_pd_subject
+    from common.data.synthetic.base import SubjectSpec, draw_subjects, write_cohort
+    from common.data.synthetic.pd import PDCohortConfig, PDTemplate, render_pd_subject, save_pd_subject
 
     atlas = load_atlas("spm1p5")
     grid = atlas.grid
@@ -105,16 +104,10 @@ def make_ladder_cohort(out: Path, settings: LadderSettings, seed: int, progress:
         if not template:
             template.append(PDTemplate(atlas))
         rung = rung_of.get(subject.id)
-        maps = render_pd_subject(template[0], configs[rung] if rung else base, subject)
-        rel = Path(subject.id)
-        entry = {"id": subject.id, "group": subject.group, "age": subject.age, "sex": subject.sex,
-                 "image": [str(rel / f"{subject.id}_FA.nii.gz"), str(rel / f"{subject.id}_MD.nii.gz")]}
-        save_nifti(folder / entry["image"][0], maps["FA"], grid, "synthetic FA")
-        save_nifti(folder / entry["image"][1], maps["MD"], grid, f"synthetic MD / {MD_MAX_MM2_PER_S} mm2/s")
-        if subject.group == "patient":
-            entry["anomaly"] = str(rel / f"{subject.id}_anomaly.nii.gz")
-            save_nifti(folder / entry["anomaly"], maps["anomaly"], grid, "relative FA decrease / MD increase")
-            entry["effect"] = {**maps["info"], "ladder": rung}
+        entry = save_pd_subject(folder, subject, render_pd_subject(template[0], configs[rung] if rung else base,
+                                                                   subject), grid)
+        if rung:
+            entry["effect"]["ladder"] = rung
         return entry
 
     def write_json(folder: Path, entries: list[dict]) -> None:

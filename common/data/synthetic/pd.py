@@ -42,7 +42,8 @@ from common.data.synthetic.base import (
 )
 from common.data.synthetic.deform import misregistration, smooth_random_fields, warp
 
-__all__ = ["PDCohortConfig", "PDTemplate", "render_pd_subject", "make_pd_cohort", "PD_LOCATIONS", "PD_TARGET_REGIONS"]
+__all__ = ["PDCohortConfig", "PDTemplate", "render_pd_subject", "save_pd_subject", "make_pd_cohort", "PD_LOCATIONS",
+           "PD_TARGET_REGIONS"]
 
 #: Regions where patients' changes are planted (besides white-matter blobs).
 PD_TARGET_REGIONS = ("sn", "putamen", "gpi", "stn")
@@ -204,6 +205,21 @@ def render_pd_subject(t: PDTemplate, cfg: PDCohortConfig, subject: SubjectSpec) 
     }
 
 
+def save_pd_subject(folder: Path, subject: SubjectSpec, maps: dict, grid) -> dict:
+    """Write one rendered subject's FA, MD (and, for a patient, its change map) under ``folder/<id>/``; returns
+    its dataset.json entry with paths relative to ``folder``."""
+    rel = Path(subject.id)
+    entry = {"id": subject.id, "group": subject.group, "age": subject.age, "sex": subject.sex,
+             "image": [str(rel / f"{subject.id}_FA.nii.gz"), str(rel / f"{subject.id}_MD.nii.gz")]}
+    save_nifti(folder / entry["image"][0], maps["FA"], grid, "synthetic FA")
+    save_nifti(folder / entry["image"][1], maps["MD"], grid, f"synthetic MD / {MD_MAX_MM2_PER_S} mm2/s")
+    if subject.group == "patient":
+        entry["anomaly"] = str(rel / f"{subject.id}_anomaly.nii.gz")
+        save_nifti(folder / entry["anomaly"], maps["anomaly"], grid, "relative FA decrease / MD increase")
+        entry["effect"] = maps["info"]
+    return entry
+
+
 def make_pd_cohort(out: str | Path, cfg: PDCohortConfig = PDCohortConfig(), progress: bool = True,
                    overwrite: bool = False) -> tuple[Path, float]:
     """Write the cohort (NIfTI + dataset.json) to ``out``; returns the folder and seconds per subject.
@@ -221,17 +237,7 @@ def make_pd_cohort(out: str | Path, cfg: PDCohortConfig = PDCohortConfig(), prog
     def render(subject: SubjectSpec, folder: Path) -> dict:
         if not template:
             template.append(PDTemplate(atlas))
-        maps = render_pd_subject(template[0], cfg, subject)
-        rel = Path(subject.id)
-        entry = {"id": subject.id, "group": subject.group, "age": subject.age, "sex": subject.sex,
-                 "image": [str(rel / f"{subject.id}_FA.nii.gz"), str(rel / f"{subject.id}_MD.nii.gz")]}
-        save_nifti(folder / entry["image"][0], maps["FA"], grid, "synthetic FA")
-        save_nifti(folder / entry["image"][1], maps["MD"], grid, f"synthetic MD / {MD_MAX_MM2_PER_S} mm2/s")
-        if subject.group == "patient":
-            entry["anomaly"] = str(rel / f"{subject.id}_anomaly.nii.gz")
-            save_nifti(folder / entry["anomaly"], maps["anomaly"], grid, "relative FA decrease / MD increase")
-            entry["effect"] = maps["info"]
-        return entry
+        return save_pd_subject(folder, subject, render_pd_subject(template[0], cfg, subject), grid)
 
     def write_json(folder: Path, entries: list[dict]) -> None:
         write_dataset(
