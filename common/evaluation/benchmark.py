@@ -131,6 +131,7 @@ def _bundle_error_maps(bundle: str, root: Path, overrides: Mapping, subjects: Se
     with the trained weights, preprocessing, inferer, post-processing), one subject at a time."""
     import torch
     from monai.bundle import ConfigParser
+    from monai.inferers import SliceInferer
     from tqdm.auto import tqdm
 
     from common.bundle_support import load_weights
@@ -146,13 +147,17 @@ def _bundle_error_maps(bundle: str, root: Path, overrides: Mapping, subjects: Se
     preprocessing = parser.get_parsed_content("preprocessing")
     inferer = parser.get_parsed_content("inferer")
     postprocessing = parser.get_parsed_content("postprocessing")
+    # A slice-wise inferer's output on an axial slice depends on that slice alone: only the analysed slab is
+    # reconstructed (a third of the volume), the rest of the map stays 0 and is never read from the bank.
+    slab = bank.slab if isinstance(inferer, SliceInferer) and bank.slab is not None else slice(None)
     with torch.no_grad():
         for subject in tqdm(subjects, desc=f"{bundle}: error maps", unit="subject", disable=not progress):
             item = preprocessing(dict(subject))
             image = item["image"]
-            item["pred"] = inferer(image[None].to(device), network)[0].cpu()
-            error = postprocessing(item)["error"]
-            bank.add(subject["id"], subject["group"], error)
+            pred = torch.zeros_like(image.as_tensor() if hasattr(image, "as_tensor") else image)
+            pred[..., slab] = inferer(image[None, ..., slab].to(device), network)[0].cpu()
+            item["pred"] = pred
+            bank.add(subject["id"], subject["group"], postprocessing(item)["error"])
 
 
 def _normative_maps(root: Path, fit_subjects, subjects, bank, progress: bool) -> None:
