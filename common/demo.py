@@ -2,13 +2,17 @@
 
 Builds the atlases of both grids, writes a PD DTI and an FDG PET demo cohort, validates them as a user's
 own data would be validated, writes the PD control splits, trains and evaluates the three bundles on short
-CPU schedules (pd_ae and pd_sae per ROI and side by side; ad_vae3d with the AD paper's simulation-based
-evaluation), draws an overview figure, and writes everything into one HTML page (``OUT/report.html``).
+CPU schedules (pd_ae and pd_sae per ROI, with the voxel-wise z-score baseline fitted on the same split, all
+three side by side; ad_vae3d with the AD paper's simulation-based evaluation), draws an overview figure, and
+writes everything into one HTML page (``OUT/report.html``) with a detection section that says, from the
+numbers, where each bundle beats the baseline. The headline figures go to ``OUT/summary.json`` as well.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from common.atlases import load_atlas
@@ -21,17 +25,62 @@ from common.data.synthetic import (
     make_pd_cohort,
     make_pet_cohort,
 )
+from common.data._jsonio import write_json_atomic
+from common.evaluation.baseline import BASELINE_NAME
 from common.visualize import plot_cohort_overview
 
-__all__ = ["run_demo", "write_demo_report"]
+__all__ = ["detection_headlines", "detection_verdicts", "planted_rois", "run_demo", "write_demo_report"]
 
 _ROI_COLUMNS = ["roi", "n_voxels", "auc", "auc_ci_low", "auc_ci_high", "paper_gmean", "nested_gmean",
                 "mean_abnormal_controls", "mean_abnormal_patients"]
-_COMPARE_COLUMNS = ["model", "roi", "auc_mean", "paper_gmean_mean", "nested_gmean_mean"]
+_COMPARE_COLUMNS = ["model", "roi", "n_splits", "auc_mean", "auc_sd", "paper_gmean_mean", "paper_gmean_sd",
+                    "nested_gmean_mean", "nested_gmean_sd"]
 _PD_FIGURES = (("roc_curves.png", "ROC per ROI (test controls vs patients)"),
                ("gmean_bars.png", "g-mean per ROI: on the test set as the paper does, and nested (leave-one-out)"),
                ("percent_abnormal_heatmap.png", "% abnormal voxels per ROI and subject"),
                ("reconstruction_showcase.png", "input, reconstruction and error map of a control and a patient"))
+
+
+#: PD models whose split-0 results the report reads: the two bundles and the normative baseline.
+PD_DEMO_MODELS = ("pd_ae", "pd_sae", BASELINE_NAME)
+#: ROIs every PD detection table shows, besides those where the cohort's changes are planted.
+SUMMARY_ROIS = ("whole_brain", "white_matter", "subcortical", "sn", "putamen", "gpi", "stn")
+#: detection.csv columns the PD detection tables show (at the 1 % FPR threshold).
+_DETECTION_COLUMNS = ["roi", "voxel_auroc", "voxel_ap", "dice_fpr1", "test_fpr1", "test_fpr1_ci_low",
+                      "test_fpr1_ci_high", "oracle_dice", "subject_auroc", "subject_auroc_ci_low",
+                      "subject_auroc_ci_high", "subject_ap", "subject_ap_ci_low", "subject_ap_ci_high"]
+_SUBJECT_INTERVALS = {"subject AUROC": ("subject_auroc_ci_low", "subject_auroc_ci_high"),
+                      "subject AP": ("subject_ap_ci_low", "subject_ap_ci_high")}
+#: PD ROIs and PET conditions whose detection figures are the demo's headline (summary.json, printed summary).
+_HEADLINE_ROIS = ("whole_brain", "white_matter")
+_HEADLINE_PD = ("voxel_auroc", "voxel_ap", "dice_fpr1", "test_fpr1", "oracle_dice", "subject_auroc", "subject_ap")
+_HEADLINE_PET_DEGREE = 30.0
+
+
+def planted_rois(config=None) -> list[str]:
+    """ROIs where the PD cohort's patients carry changes (white-matter blobs and/or the target nuclei), from its
+    :class:`PDCohortConfig` (the default cohort's when None)."""
+    config = config or PDCohortConfig()
+    return ([] if config.locations == "nuclei" else ["white_matter"]) + \
+        ([] if config.locations == "white_matter" else list(config.target_nuclei))
+
+
+def _split0(out: Path, model: str) -> Path:
+    return out / "experiments" / model / "split_00" / "eval" / "split_0"
+
+
+def _number(value) -> float | None:
+    from common.report import _number as number
+
+    return number(value)
+
+
+def _mean_sd(mean, sd, scale: float = 1.0, digits: int = 3) -> str:
+    """``mean ± sd`` (times ``scale``), the mean alone without an sd, "" without a mean."""
+    mean, sd = _number(mean), _number(sd)
+    if mean is None:
+        return ""
+    return f"{scale * mean:.{digits}f}" + (f" ± {scale * sd:.{digits}f}" if sd is not None else "")
 
 
 def _step(title: str) -> float:
@@ -40,17 +89,245 @@ def _step(title: str) -> float:
 
 
 def _pd_section(out: Path, bundle: str, title: str, note: str):
-    from common.report import ReportSection, read_csv_rows
+    from common.report import ReportSection, format_interval, read_csv_rows
+    from common.visualize.pd import roi_label
 
     results = out / "experiments" / bundle / "split_00" / "eval" / "split_0"
     if not (results / "roi_results.csv").is_file():
         return None
     section = ReportSection(title, [note])
-    section.tables.append((f"{bundle}: per-ROI detection on split 0 (AUC with 95 % bootstrap CI)",
-                           read_csv_rows(results / "roi_results.csv", _ROI_COLUMNS)))
+    rows = [{"ROI": roi_label(r["roi"]), "voxels": r["n_voxels"],
+             "AUC [95 % CI]": format_interval(r["auc"], r["auc_ci_low"], r["auc_ci_high"]),
+             "g-mean, threshold on the test set (%)": _mean_sd(r["paper_gmean"], None, scale=100, digits=1),
+             "g-mean, nested threshold (%)": _mean_sd(r["nested_gmean"], None, scale=100, digits=1),
+             "abnormal voxels, test controls (% of ROI, mean)": r["mean_abnormal_controls"],
+             "abnormal voxels, patients (% of ROI, mean)": r["mean_abnormal_patients"]}
+            for r in read_csv_rows(results / "roi_results.csv", _ROI_COLUMNS)]
+    section.tables.append((f"{bundle}: per-ROI AUC and g-mean of the % abnormal voxels on split 0, test controls vs "
+                           "patients (AUC in [0, 1] with 95 % bootstrap CI)", rows))
     section.figures += [(f"{bundle}: {caption}", results / "figures" / name) for name, caption in _PD_FIGURES
                         if (results / "figures" / name).is_file()]
     return section
+
+
+def _pd_detection_rows(out: Path, model: str) -> list[dict] | None:
+    """Split 0's ``detection.csv`` of a PD model (None if it has none); a file without the columns the tables
+    show is refused naming it, before the report is written."""
+    from common.report import read_csv_rows
+
+    path = _split0(out, model) / "detection.csv"
+    return read_csv_rows(path, _DETECTION_COLUMNS) if path.is_file() else None
+
+
+def _pd_detection_table(rows: Sequence[Mapping], planted: Sequence[str]) -> list[dict]:
+    """Readable rows of the summary ROIs and the planted ones, in that order (ROIs the run lacks are left out)."""
+    from common.report import format_interval
+    from common.visualize.pd import roi_label
+
+    by_roi = {r["roi"]: r for r in rows}
+    contains = {"whole_brain": "contains all of them",
+                "subcortical": "contains planted nuclei" if {"sn", "putamen", "gpi"} & set(planted) else "no"}
+    table = []
+    for roi in dict.fromkeys([*SUMMARY_ROIS, *planted]):
+        r = by_roi.get(roi)
+        if r is None:
+            continue
+        table.append({
+            "ROI": roi_label(roi),
+            "changes planted": "yes" if roi in planted else contains.get(roi, "no"),
+            "voxel AUROC": r["voxel_auroc"], "voxel AP": r["voxel_ap"], "Dice @1 % FPR": r["dice_fpr1"],
+            "FPR @1 % on test controls, % [95 % CI]": format_interval(
+                r["test_fpr1"], r["test_fpr1_ci_low"], r["test_fpr1_ci_high"], scale=100, digits=2, bound_digits=2),
+            "oracle Dice (oracle threshold)": r["oracle_dice"],
+            "subject AUROC [95 % CI]": format_interval(r["subject_auroc"], r["subject_auroc_ci_low"],
+                                                      r["subject_auroc_ci_high"]),
+            "subject AP [95 % CI]": format_interval(r["subject_ap"], r["subject_ap_ci_low"], r["subject_ap_ci_high"]),
+        })
+    return table
+
+
+def _shown(rows: Sequence[Mapping], planted: Sequence[str]) -> list[Mapping]:
+    keep = {*SUMMARY_ROIS, *planted}
+    return [r for r in rows if r["roi"] in keep]
+
+
+def _pd_verdicts(out: Path, planted: Sequence[str]) -> dict[str, str]:
+    """Per bundle, the sentence comparing its split-0 subject AUROC / AP intervals with the baseline's."""
+    from common.report import verdict_sentence
+    from common.visualize.pd import roi_label
+
+    baseline = _pd_detection_rows(out, BASELINE_NAME)
+    out_ = {}
+    for model in PD_DEMO_MODELS[:2]:
+        rows = _pd_detection_rows(out, model)
+        if rows is not None and baseline is not None:
+            out_[model] = verdict_sentence(model, _shown(rows, planted), _shown(baseline, planted), "roi",
+                                           _SUBJECT_INTERVALS, label=roi_label,
+                                           interval="95 % bootstrap CIs of subject AUROC and AP")
+    return out_
+
+
+def _pet_summary(out: Path) -> dict | None:
+    path = _split0(out, "ad_vae3d") / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _pet_condition(row: Mapping) -> str:
+    return f"{row['mask']} {float(row['degree']):g} %"
+
+
+def _t_interval(row: Mapping, metric: str) -> tuple[float | None, float | None]:
+    """95 % t-interval of a mean over the test controls (``<metric>_mean``, ``_sd``, ``n``): the PET voxel table
+    has one value per subject, so this is the interval that table can compare models with."""
+    from scipy import stats
+
+    mean, sd, n = _number(row.get(f"{metric}_mean")), _number(row.get(f"{metric}_sd")), _number(row.get("n"))
+    if mean is None or sd is None or n is None or n < 2:
+        return None, None
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / n ** 0.5
+    return mean - half, mean + half
+
+
+def _pet_verdicts(summary: Mapping) -> dict[str, str]:
+    """ad_vae3d vs the baseline: voxel AUROC / AP of each simulated condition (degree > 0; t-intervals of the mean
+    over test controls) and subject AUROC / AP of each comparison (bootstrap CIs)."""
+    from common.report import verdict_sentence
+
+    bundle = summary.get("model", "ad_vae3d")
+    voxel = []
+    for r in summary.get("voxel_detection") or []:
+        if float(r["degree"]) <= 0:
+            continue
+        (a_lo, a_hi), (p_lo, p_hi) = _t_interval(r, "auroc"), _t_interval(r, "average_precision")
+        voxel.append({"model": r.get("model", bundle), "condition": _pet_condition(r), "auroc_lo": a_lo,
+                      "auroc_hi": a_hi, "ap_lo": p_lo, "ap_hi": p_hi})
+    subject = summary.get("subject_detection") or []
+    pick = lambda rows, m: [r for r in rows if r.get("model", bundle) == m]  # noqa: E731
+    return {
+        "voxel": verdict_sentence(bundle, pick(voxel, bundle), pick(voxel, BASELINE_NAME), "condition",
+                                  {"voxel AUROC": ("auroc_lo", "auroc_hi"), "voxel AP": ("ap_lo", "ap_hi")},
+                                  interval="95 % t-intervals of the mean over test controls"),
+        "subject": verdict_sentence(bundle, pick(subject, bundle), pick(subject, BASELINE_NAME), "comparison",
+                                    {"subject AUROC": ("auroc_ci_low", "auroc_ci_high"),
+                                     "subject AP": ("ap_ci_low", "ap_ci_high")},
+                                    interval="95 % bootstrap CIs"),
+    }
+
+
+def _pet_detection_tables(summary: Mapping) -> list[tuple[str, list[dict]]]:
+    """PET voxel detection (mean ± sd over test controls), the calibrated thresholds, and subject detection."""
+    from common.report import format_interval
+
+    verdicts = _pet_verdicts(summary)
+    voxel = [{"model": r.get("model", summary.get("model")), "mask": r["mask"],
+              "simulated degree (%)": r["degree"], "test controls": r.get("n"),
+              "voxel AUROC (mean ± sd)": _mean_sd(r.get("auroc_mean"), r.get("auroc_sd")),
+              "voxel AP (mean ± sd)": _mean_sd(r.get("average_precision_mean"), r.get("average_precision_sd")),
+              "Dice @1 % FPR (mean ± sd)": _mean_sd(r.get("dice_fpr_0.01_mean"), r.get("dice_fpr_0.01_sd")),
+              "oracle Dice (oracle threshold, mean)": _mean_sd(r.get("dice_oracle_mean"), None),
+              "abnormal voxels (% of brain)": _mean_sd(r.get("prevalence_mean"), None, scale=100, digits=1)}
+             for r in summary.get("voxel_detection") or []]
+    thresholds = [{"model": r["model"], "target FPR (%)": 100 * r["target_fpr"],
+                   "calibration pool": f"{r['calibration_pool']} ({r['n_calibration']})",
+                   "FPR on the calibration pool (%)": 100 * r["calibration_fpr"],
+                   "FPR on healthy test controls, % [95 % CI]": format_interval(
+                       r["test_fpr"], r["test_fpr_ci_low"], r["test_fpr_ci_high"], scale=100, digits=2, bound_digits=2)}
+                  for r in summary.get("voxel_thresholds") or []]
+    subject = [{"model": r["model"], "comparison": r["comparison"],
+                "negatives (n)": f"{r['negatives']} ({r['n_negative']})",
+                "positives (n)": f"{r['positives']} ({r['n_positive']})",
+                "subject AUROC [95 % CI]": format_interval(r["auroc"], r["auroc_ci_low"], r["auroc_ci_high"]),
+                "subject AP [95 % CI]": format_interval(r["average_precision"], r["ap_ci_low"], r["ap_ci_high"])}
+               for r in summary.get("subject_detection") or []]
+    return [
+        ("PET voxel detection of the simulated mask: |input - reconstruction| (ad_vae3d) and the baseline's z-score "
+         "(normative), over brain voxels, mean ± sd over the test controls; AUROC, AP and Dice are fractions in "
+         "[0, 1]. " + verdicts["voxel"], voxel),
+        ("PET voxel thresholds calibrated on healthy controls, and the FPR they reach on the healthy test controls "
+         "(95 % bootstrap CI over subjects)", thresholds),
+        ("PET subject detection of the mean anomaly score in the mask: CN vs AD, and simulated vs healthy images of "
+         "the test controls; AUROC and AP in [0, 1]. " + verdicts["subject"], subject),
+    ]
+
+
+def _detection_section(out: Path, planted: Sequence[str]):
+    """Per PD model, its detection table with the sentence comparing it with the baseline; then the PET ones."""
+    from common.report import ReportSection
+    from common.visualize.pd import roi_label
+
+    verdicts = _pd_verdicts(out, planted)
+    section = ReportSection("Detection: the bundles against the normative baseline", [
+        "Voxel level: every test subject's anomaly map is scored against the ground-truth change maps (AUROC, "
+        "average precision, Dice at the threshold calibrated to a 1 % false-positive rate on held-out healthy "
+        "calibration controls, and the FPR that threshold actually reaches on the healthy test controls). The "
+        "oracle Dice picks the best threshold with the answers in hand: an upper bound, not an operating point. "
+        "Subject level: AUROC and AP of the ROI's % abnormal voxels, test controls vs patients, with bootstrap CIs.",
+        "The normative baseline is what a neuroimager would try first: per voxel, z-scores of FA and MD (PD) or of "
+        "the normalised uptake (PET) against the split's healthy controls. A bundle is called better or worse than "
+        "it only where the two intervals do not overlap. The effect-size sweep behind these numbers is the "
+        "detection benchmark (python -m common benchmark detection, docs/benchmark.md), too slow for the demo.",
+    ])
+    for model in PD_DEMO_MODELS:
+        rows = _pd_detection_rows(out, model)
+        if rows is None:
+            continue
+        note = verdicts.get(model, "The reference the bundles' sentences compare with." if model == BASELINE_NAME
+                            else "No baseline results to compare with.")
+        section.tables.append((
+            f"{model}: PD detection on split 0 (changes planted in {', '.join(map(roi_label, planted))}); AUROC, "
+            "AP and Dice are "
+            f"fractions in [0, 1], blank where no test patient has a planted voxel in the ROI. {note}",
+            _pd_detection_table(rows, planted)))
+    pet = _pet_summary(out)
+    if pet is not None:
+        section.tables += _pet_detection_tables(pet)
+    return section if section.tables else None
+
+
+def detection_headlines(out: str | Path) -> dict:
+    """The demo's headline detection figures, flat (``summary.json``, the printed summary and the report's
+    "This run" table): per PD model its whole-brain and white-matter metrics on split 0, and per PET model the
+    CN vs AD subject AUROC and the voxel AUROC / AP of the sweep mask at 30 %."""
+    out = Path(out)
+    headlines: dict = {}
+    for model in PD_DEMO_MODELS:
+        rows = _pd_detection_rows(out, model)
+        by_roi = {r["roi"]: r for r in rows or []}
+        for roi in _HEADLINE_ROIS:
+            r = by_roi.get(roi)
+            if r is None:
+                continue
+            for key in _HEADLINE_PD:
+                value = _number(r[key])
+                headlines[f"{model}_{roi}_{key}"] = None if value is None else round(value, 4)
+            bounds = [_number(r[k]) for k in _SUBJECT_INTERVALS["subject AUROC"]]
+            headlines[f"{model}_{roi}_subject_auroc_ci"] = [None if b is None else round(b, 3) for b in bounds]
+    pet = _pet_summary(out)
+    if pet is not None:
+        bundle = pet.get("model", "ad_vae3d")
+        for r in pet.get("subject_detection") or []:
+            if r["comparison"] == "CN vs AD":
+                prefix = f"pet_{r.get('model', bundle)}_cn_vs_ad_subject_auroc"
+                headlines[prefix] = round(r["auroc"], 4)
+                headlines[f"{prefix}_ci"] = [round(r["auroc_ci_low"], 3), round(r["auroc_ci_high"], 3)]
+        mask = (pet.get("settings") or {}).get("sweep_mask", "ad")
+        for r in pet.get("voxel_detection") or []:
+            if r["mask"] == mask and float(r["degree"]) == _HEADLINE_PET_DEGREE:
+                prefix = f"pet_{r.get('model', bundle)}_voxel"
+                headlines[f"{prefix}_auroc_{mask}{_HEADLINE_PET_DEGREE:g}"] = round(r["auroc_mean"], 4)
+                headlines[f"{prefix}_ap_{mask}{_HEADLINE_PET_DEGREE:g}"] = round(r["average_precision_mean"], 4)
+    return headlines
+
+
+def detection_verdicts(out: str | Path, planted: Sequence[str] | None = None) -> dict[str, str]:
+    """The report's bundle-vs-baseline sentences, by table: ``<bundle>`` (PD detection, split 0), ``pet_voxel`` and
+    ``pet_subject``; only those whose results exist."""
+    out = Path(out)
+    verdicts = _pd_verdicts(out, planted_rois() if planted is None else planted)
+    pet = _pet_summary(out)
+    if pet is not None:
+        verdicts.update({f"pet_{k}": v for k, v in _pet_verdicts(pet).items()})
+    return verdicts
 
 
 def _pet_section(out: Path):
@@ -83,17 +360,62 @@ def _pet_section(out: Path):
              "AD sd": v["patient"]["sd"], "Welch p": v.get("p")} for m, v in cn_vs_ad.items() if "control" in v]
     if rows:
         section.tables.append(("(c) CN vs AD test subjects: input vs reconstruction (paper Table 2)", rows))
-    detection = [{"model": r.get("model", summary.get("model")), "mask": r["mask"], "degree": r["degree"], "AUROC": r["auroc_mean"], "AUROC sd": r["auroc_sd"],
-                  "AP": r["average_precision_mean"], "prevalence": r["prevalence_mean"]}
-                 for r in summary.get("voxel_detection", [])]
-    section.tables.append(("(d) voxel-level detection of the simulated mask: the VAE's |input - reconstruction| and "
-                           "the normative baseline (mean over test controls)", detection))
     figures = results / "figures"
     section.figures += [(caption, figures / name) for name, caption in (
         ("sweep_mse.png", "normalised MSE per degree (paper Fig. 1)"),
         ("reconstructions.png", "input, reconstruction, difference: CN, its simulated AD, an AD subject (paper Fig. 2)"),
         ("voxel_detection.png", "voxel-level AUROC / AP per degree and dementia")) if (figures / name).is_file()]
+    section.paragraphs.append("Voxel and subject detection, against the normative baseline: see the Detection section.")
     return section
+
+
+def _comparison_section(out: Path):
+    """Every PD model per ROI over splits (paper Fig. 4), with the PD paper's g-means beside the rows they mirror,
+    and per bundle the sentence comparing its split-0 AUC intervals with the baseline's."""
+    from common.evaluation.paper_values import PD_PAPER_SOURCE, RUN_SOURCE, paper_pd_gmean_rows
+    from common.report import ReportSection, read_csv_rows, verdict_sentence
+    from common.visualize.pd import roi_label
+
+    compare = out / "experiments" / "compare"
+    if not (compare / "split_aggregates.csv").is_file():
+        return None
+    rows = read_csv_rows(compare / "split_aggregates.csv", _COMPARE_COLUMNS)
+    paper = {(r["model"], r["roi"]): r for r in paper_pd_gmean_rows()}
+    gmean, nested = "g-mean, threshold on the test set, % (mean ± sd)", "g-mean, nested threshold, % (mean ± sd)"
+
+    def line(r, source):
+        return {"model": r["model"], "ROI": roi_label(r["roi"]), "source": source, "splits": r["n_splits"],
+                "AUC (mean ± sd)": _mean_sd(r.get("auc_mean"), r.get("auc_sd")),
+                gmean: _mean_sd(r.get("paper_gmean_mean"), r.get("paper_gmean_sd"), scale=100, digits=1),
+                nested: _mean_sd(r.get("nested_gmean_mean"), r.get("nested_gmean_sd"), scale=100, digits=1)}
+
+    table = []
+    for r in rows:
+        table.append(line(r, RUN_SOURCE))
+        if (r["model"], r["roi"]) in paper:
+            table.append(line(paper[(r["model"], r["roi"])], PD_PAPER_SOURCE))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    sentences = []
+    baseline = _split0(out, BASELINE_NAME) / "roi_results.csv"
+    for model in models:
+        results = _split0(out, model) / "roi_results.csv"
+        if model != BASELINE_NAME and baseline.is_file() and results.is_file():
+            columns = ["roi", "auc_ci_low", "auc_ci_high"]
+            sentences.append(verdict_sentence(model, read_csv_rows(results, columns), read_csv_rows(baseline, columns),
+                                              "roi", {"AUC": ("auc_ci_low", "auc_ci_high")}, label=roi_label,
+                                              interval="95 % bootstrap CIs of split 0's AUC"))
+    title = " vs ".join({"pd_ae": "AE", "pd_sae": "SAE", BASELINE_NAME: "normative baseline"}.get(m, m) for m in models)
+    return ReportSection(
+        f"{title} per ROI (paper Fig. 4)",
+        ["AUC and g-mean of the % abnormal voxels per ROI, test controls vs patients, mean ± sd over the splits run "
+         f"here. The rows labelled {PD_PAPER_SOURCE} are the PD paper's published g-means (10 splits of 41 training / "
+         "15 test controls vs 129 patients on real PPMI data): only the trend is comparable with a synthetic cohort.",
+         *sentences],
+        [(f"mean over splits per model and ROI, with the paper's g-means ({PD_PAPER_SOURCE})", table)],
+        [(f"{title}: {m}", compare / "figures" / f"model_comparison_{m}.png")
+         for m in ("auc", "paper_gmean", "nested_gmean")
+         if (compare / "figures" / f"model_comparison_{m}.png").is_file()],
+    )
 
 
 def write_demo_report(out: str | Path, summary: dict) -> Path:
@@ -106,7 +428,8 @@ def write_demo_report(out: str | Path, summary: dict) -> Path:
         ["Synthetic cohorts on real anatomy (ICBM152 tissue maps, AAL3/HCPEx regions): PD DTI FA/MD maps on the SPM "
          "1.5 mm grid and FDG PET SUVR on the ClinicaDL 2 mm grid. Patients carry planted changes whose ground-truth "
          "maps are saved next to the images."],
-        figures=[("a control and a patient of each cohort, with the ground-truth anomaly map", out / "figures" / "cohorts_overview.png")],
+        figures=[("a control and a patient of each cohort, with the ground-truth anomaly map",
+                  out / "figures" / "cohorts_overview.png")],
     )]
     sections += [s for s in (
         _pd_section(out, "pd_ae", "pd_ae: spatial 2D auto-encoder (DTI, Parkinson's disease)",
@@ -115,21 +438,19 @@ def write_demo_report(out: str | Path, summary: dict) -> Path:
                     "vs patients."),
         _pd_section(out, "pd_sae", "pd_sae: siamese patch auto-encoder (DTI, Parkinson's disease)",
                     "Same protocol; the voxel map is reassembled from dense 15x15 patches (centre voxel)."),
+        _pd_section(out, BASELINE_NAME, "normative: voxel-wise z-score baseline (DTI, Parkinson's disease)",
+                    "Fitted in seconds on the training and validation controls of split 0 (per voxel mean and sd of "
+                    "FA and MD, |z| combined); the same evaluation as the bundles."),
     ) if s is not None]
-    compare = out / "experiments" / "compare"
-    if (compare / "split_aggregates.csv").is_file():
-        sections.append(ReportSection(
-            "AE vs SAE per ROI (paper Fig. 4)", [],
-            [("mean over splits per model and ROI", read_csv_rows(compare / "split_aggregates.csv", _COMPARE_COLUMNS))],
-            [(f"AE vs SAE: {m}", compare / "figures" / f"model_comparison_{m}.png")
-             for m in ("auc", "paper_gmean", "nested_gmean") if (compare / "figures" / f"model_comparison_{m}.png").is_file()],
-        ))
-    pet = _pet_section(out)
-    if pet is not None:
-        sections.append(pet)
-    timings = [{"step": k, "value": v} for k, v in summary.items()
-               if k.endswith(("seconds", "auc", "significant_degree"))]
-    sections.append(ReportSection("This run", [f"Outputs under {out.resolve()}."], [("timings (s) and headline figures", timings)]))
+    planted = summary.get("pd_planted_rois") or planted_rois()
+    sections += [s for s in (_comparison_section(out), _pet_section(out), _detection_section(out, planted))
+                 if s is not None]
+    headlines = detection_headlines(out)
+    timings = [{"item": k, "value": v} for k, v in summary.items()
+               if k.endswith(("seconds", "auc", "significant_degree")) and k not in headlines]
+    timings += [{"item": k, "value": v} for k, v in headlines.items()]
+    sections.append(ReportSection("This run", [f"Outputs under {out.resolve()}."],
+                                  [("timings (s) and headline figures (as in summary.json)", timings)]))
     return write_html_report(out / "report.html", "Brain anomaly-detection bundles: demo report", sections)
 
 
@@ -140,9 +461,11 @@ def run_demo(out: str = "outputs/demo", seed: int = 0, pd_controls: int = 20, pd
 
     With ``train``, pd_ae (``pd_ae_epochs``) and pd_sae (``pd_sae_epochs`` of ``pd_sae_pairs`` pairs) are
     trained on the first control split of the PD demo cohort (the papers' schedules take hours on a CPU),
-    evaluated per ROI with their figures, and compared side by side; ad_vae3d is trained on the first split
-    of the PET cohort with ``DEMO_VAE_OVERRIDES`` (its model card's short CPU schedule) and evaluated by
-    simulating hypometabolism on the test controls.
+    evaluated per ROI with their figures, and compared side by side with the normative baseline fitted on the
+    same split; ad_vae3d is trained on the first split of the PET cohort with ``DEMO_VAE_OVERRIDES`` (its model
+    card's short CPU schedule) and evaluated by simulating hypometabolism on the test controls. The summary
+    (with :func:`detection_headlines` and the report's bundle-vs-baseline sentences) is also written to
+    ``OUT/summary.json``.
     """
     out = Path(out)
     summary: dict = {"out": str(out)}
@@ -165,6 +488,7 @@ def run_demo(out: str = "outputs/demo", seed: int = 0, pd_controls: int = 20, pd
         timing = f"{sps:.2f} s per subject" if sps else "reused (same configuration)"
         print(f"{name}: {folder / 'dataset.json'} ({timing})")
     summary["pd_seconds_per_subject"], summary["pet_seconds_per_subject"] = round(pd_sps, 3), round(pet_sps, 3)
+    summary["pd_planted_rois"] = planted_rois(pd_cfg)
 
     _step("validation (the checks a user's own dataset.json goes through)")
     datasets = {}
@@ -200,12 +524,20 @@ def run_demo(out: str = "outputs/demo", seed: int = 0, pd_controls: int = 20, pd
         whole = next(r for r in experiment["rows"] if r["roi"] == "whole_brain")
         summary["pd_sae_whole_brain_auc"] = round(whole["auc_mean"], 3)
 
+        start = _step("normative baseline: fit voxel-wise z-scores of FA and MD on split 0's controls, "
+                      "evaluate per ROI")
+        experiment = run_pd_experiment(BASELINE_NAME, dataset_dir=str(pd_folder),
+                                       out=out / "experiments" / BASELINE_NAME, splits=1, seed=seed)
+        summary["normative_seconds"] = round(time.perf_counter() - start, 1)
+        whole = next(r for r in experiment["rows"] if r["roi"] == "whole_brain")
+        summary["normative_whole_brain_auc"] = round(whole["auc_mean"], 3)
+
         from common.evaluation.experiment import compare_experiments
 
-        _step("AE vs SAE per ROI (paper Fig. 4)")
-        comparison = compare_experiments([out / "experiments" / "pd_ae", out / "experiments" / "pd_sae"],
+        _step("AE vs SAE vs normative baseline per ROI (paper Fig. 4)")
+        comparison = compare_experiments([out / "experiments" / m for m in PD_DEMO_MODELS],
                                          out / "experiments" / "compare")
-        summary["ae_vs_sae_figure"] = comparison["paths"]["figure"]
+        summary["comparison_figure"] = comparison["paths"]["figure"]
 
         from common.evaluation.experiment import DEMO_VAE_OVERRIDES, run_pet_experiment
 
@@ -223,11 +555,19 @@ def run_demo(out: str = "outputs/demo", seed: int = 0, pd_controls: int = 20, pd
     summary.update({"figure": str(figure), "pd_dataset": str(pd_folder / "dataset.json"),
                     "pet_dataset": str(pet_folder / "dataset.json"), "splits": str(splits_path)})
 
+    summary.update(detection_headlines(out))
+    summary["detection_verdicts"] = detection_verdicts(out, summary["pd_planted_rois"])
     report = write_demo_report(out, summary)
     print(f"wrote {report}")
     summary["report"] = str(report)
+    summary["summary_json"] = str(out / "summary.json")
+    write_json_atomic(out / "summary.json", summary)
 
     _step("summary")
+    width = max(len(k) for k in summary)
     for key, value in summary.items():
-        print(f"{key:<26} {value}")
+        if key != "detection_verdicts":
+            print(f"{key:<{width}} {value}")
+    for name, sentence in summary["detection_verdicts"].items():
+        print(f"{name}: {sentence}")
     return summary

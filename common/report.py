@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.data._jsonio import write_text_atomic
+from common.errors import InputDataError
 
-__all__ = ["ReportSection", "read_csv_rows", "write_html_report"]
+__all__ = ["ReportSection", "compare_intervals", "format_interval", "read_csv_rows", "verdict_sentence",
+           "write_html_report"]
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto; max-width: 1200px;
@@ -56,9 +58,81 @@ def read_csv_rows(path: str | os.PathLike, columns: Sequence[str] | None = None,
     if columns:
         missing = [c for c in columns if rows and c not in rows[0]]
         if missing:
-            raise ValueError(f"{path}: no column(s) {', '.join(missing)}")
+            raise InputDataError(path, f"no column(s) {', '.join(missing)}")
         rows = [{c: r[c] for c in columns} for r in rows]
     return rows
+
+
+def _number(value) -> float | None:
+    """A CSV cell or JSON value as a finite float; None for blanks, None and NaN."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
+def format_interval(value, low=None, high=None, scale: float = 1.0, digits: int = 3,
+                    bound_digits: int | None = None) -> str:
+    """``value [low, high]`` (times ``scale``, e.g. 100 for %; bounds with ``bound_digits``, default one digit
+    fewer than the value), ``value`` alone without bounds, "" without a value."""
+    value, low, high = _number(value), _number(low), _number(high)
+    if value is None:
+        return ""
+    text = f"{scale * value:.{digits}f}"
+    if low is not None and high is not None:
+        b = max(1, digits - 1) if bound_digits is None else bound_digits
+        text += f" [{scale * low:.{b}f}, {scale * high:.{b}f}]"
+    return text
+
+
+def compare_intervals(low, high, ref_low, ref_high) -> str | None:
+    """"better" when ``[low, high]`` lies wholly above the reference interval, "worse" wholly below, "no clear
+    difference" when they overlap (higher is better); None when a bound is missing (nothing to judge)."""
+    bounds = [_number(b) for b in (low, high, ref_low, ref_high)]
+    if any(b is None for b in bounds):
+        return None
+    low, high, ref_low, ref_high = bounds
+    if low > ref_high:
+        return "better"
+    if high < ref_low:
+        return "worse"
+    return "no clear difference"
+
+
+def verdict_sentence(model: str, rows: Sequence[Mapping], reference: Sequence[Mapping], key: str,
+                     metrics: Mapping[str, tuple[str, str]], reference_name: str = "the normative baseline",
+                     label=str, interval: str = "95 % CIs") -> str:
+    """One sentence saying where ``model`` beats ``reference`` and where it loses, from the numbers.
+
+    ``rows`` / ``reference``: one row per ``key`` value (e.g. ROI), matched by it; ``metrics``: display name ->
+    (low, high) columns of its interval. A metric counts as better or worse only where the intervals do not
+    overlap (:func:`compare_intervals`); ``label`` turns a key value into display text.
+    """
+    by_key = {str(r[key]): r for r in reference}
+    found: dict[str, list[str]] = {"better": [], "worse": []}
+    n_unclear = n_compared = 0
+    for name, (low, high) in metrics.items():
+        verdicts: dict[str, list[str]] = {"better": [], "worse": []}
+        for row in rows:
+            ref = by_key.get(str(row[key]))
+            verdict = None if ref is None else compare_intervals(row.get(low), row.get(high), ref.get(low),
+                                                                 ref.get(high))
+            if verdict is None:
+                continue
+            n_compared += 1
+            if verdict == "no clear difference":
+                n_unclear += 1
+            else:
+                verdicts[verdict].append(label(row[key]))
+        for verdict, where in verdicts.items():
+            if where:
+                found[verdict].append(f"{name} ({', '.join(where)})")
+    if not n_compared:
+        return f"{model} vs {reference_name}: no pair of intervals to compare."
+    better = "in " + " and ".join(found["better"]) if found["better"] else "nowhere"
+    worse = "in " + " and ".join(found["worse"]) if found["worse"] else "nowhere"
+    return (f"{model} vs {reference_name} ({interval} compared; a difference counts only where they do not overlap): "
+            f"better {better}; worse {worse}; no clear difference in {n_unclear} of {n_compared} comparisons.")
 
 
 def _cell(value, digits: int) -> str:
