@@ -20,7 +20,7 @@ from pathlib import Path
 from common.data._jsonio import write_text_atomic
 from common.errors import InputDataError
 
-__all__ = ["ReportSection", "compare_intervals", "format_interval", "read_csv_rows", "verdict_sentence",
+__all__ = ["ReportSection", "compare_intervals", "format_interval", "read_csv_rows", "rounded", "verdict_sentence",
            "write_html_report"]
 
 _STYLE = """
@@ -69,6 +69,15 @@ def _number(value) -> float | None:
         return None
     number = float(value)
     return None if math.isnan(number) else number
+
+
+def rounded(value, digits: int = 3) -> float | None:
+    """``value`` rounded as the report's tables print it (``digits`` decimals, or significant digits below 1e-3),
+    so a figure stored elsewhere (summary.json) is the one the page shows."""
+    value = _number(value)
+    if value is None or value == 0:
+        return value
+    return float(f"{value:.{digits}g}" if abs(value) < 1e-3 else f"{value:.{digits}f}")
 
 
 def format_interval(value, low=None, high=None, scale: float = 1.0, digits: int = 3,
