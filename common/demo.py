@@ -369,7 +369,7 @@ def _pet_section(out: Path):
 def _comparison_section(out: Path):
     """Every PD model per ROI over splits (paper Fig. 4), with the PD paper's g-means beside the rows they mirror,
     and per bundle the sentence comparing its split-0 AUC intervals with the baseline's."""
-    from common.evaluation.paper_values import PD_PAPER_SOURCE, RUN_SOURCE, paper_pd_gmean_rows
+    from common.evaluation.paper_values import PD_PAPER_GMEAN, PD_PAPER_SOURCE, RUN_SOURCE
     from common.report import ReportSection, read_csv_rows, verdict_sentence
     from common.visualize.pd import roi_label
 
@@ -377,7 +377,9 @@ def _comparison_section(out: Path):
     if not (compare / "split_aggregates.csv").is_file():
         return None
     rows = read_csv_rows(compare / "split_aggregates.csv", _COMPARE_COLUMNS)
-    paper = {(r["model"], r["roi"]): r for r in paper_pd_gmean_rows()}
+    paper = {(model, roi): {"model": model, "roi": roi, "n_splits": 10, "paper_gmean_mean": mean / 100,
+                            "paper_gmean_sd": sd / 100}  # PD_PAPER_GMEAN is in %
+             for model, by_roi in PD_PAPER_GMEAN.items() for roi, (mean, sd) in by_roi.items()}
     gmean, nested = "g-mean, threshold on the test set, % (mean ± sd)", "g-mean, nested threshold, % (mean ± sd)"
 
     def line(r, source):
