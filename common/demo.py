@@ -107,8 +107,19 @@ def _pd_detection_rows(out: Path, model: str) -> list[dict] | None:
     show is refused naming it, before the report is written."""
     from common.report import read_csv_rows
 
+    from common.errors import InputDataError
+
     path = _split0(out, model) / "detection.csv"
-    return read_csv_rows(path, _DETECTION_COLUMNS) if path.is_file() else None
+    if not path.is_file():
+        return None
+    rows = read_csv_rows(path, _DETECTION_COLUMNS)
+    for r in rows:
+        for column in _DETECTION_COLUMNS[1:]:
+            try:
+                _number(r[column])
+            except ValueError:
+                raise InputDataError(path, f"ROI {r['roi']}, column {column}: {r[column]!r} is not a number") from None
+    return rows
 
 
 def _pd_detection_table(rows: Sequence[Mapping], planted: Sequence[str]) -> list[dict]:

@@ -290,4 +290,8 @@ def test_demo_report_refuses_a_detection_file_without_its_columns(tmp_path):
     _write_rows(path, rows)
     with pytest.raises(InputDataError, match=r"detection\.csv: no column\(s\) subject_ap_ci_high"):
         write_demo_report(out, {"pd_planted_rois": ["white_matter"]})
+    rows[0]["subject_ap_ci_high"] = rows[0]["voxel_auroc"] = "n/a"  # the column is back, a value is not a number
+    _write_rows(path, rows)
+    with pytest.raises(InputDataError, match=r"detection\.csv: ROI whole_brain, column voxel_auroc: 'n/a'"):
+        write_demo_report(out, {"pd_planted_rois": ["white_matter"]})
     assert not (out / "report.html").exists()
