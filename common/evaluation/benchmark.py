@@ -60,7 +60,7 @@ class LadderSettings:
     @classmethod
     def quick(cls, **overrides) -> LadderSettings:
         """A ladder that runs in minutes on 2 cores: one seed, 3 effects, fewer patients, shorter schedules."""
-        base = {"seeds": (0,), "effects": (0.05, 0.10, 0.20), "n_controls": 16, "n_patients": 6,
+        base = {"seeds": (0,), "effects": (0.05, 0.10, 0.20), "n_controls": 16, "n_patients": 4,
                 "pd_ae": {"epochs": 15}, "pd_sae": {"epochs": 4, "pairs_per_epoch": 20_000}}
         return cls(**{**base, **overrides})
 
