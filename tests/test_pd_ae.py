@@ -129,6 +129,21 @@ def test_one_epoch_training_evaluation_and_inference_through_configworkflow(tiny
     expected = np.sqrt((fa - recon[..., 0]) ** 2 + (md - recon[..., 1]) ** 2)
     np.testing.assert_allclose(error, expected, atol=1e-5)
 
+    # error z-maps: the evaluation saved the controls' error statistics; inference standardises with them
+    stats = tmp_path / "models" / "error_normative"
+    centre = nib.load(stats / "centre.nii.gz").get_fdata()[..., 0]
+    scale = nib.load(stats / "scale.nii.gz").get_fdata()[..., 0]
+    mask = nib.load(stats / "mask.nii.gz").get_fdata() > 0
+    zinfer = bundle_workflow("pd_ae", "inference.json", "infer", dataset_dir=str(tiny_pd), bundle_root=str(tmp_path),
+                             subject_ids=["sub-0007"], num_workers=0, zmap=True, save_reconstruction=False)
+    zinfer.initialize()
+    zinfer.run()
+    zmap = nib.load(tmp_path / "eval" / "inference" / "sub-0007" / "sub-0007_zmap.nii.gz")
+    np.testing.assert_allclose(zmap.affine, source.affine, atol=1e-5)
+    z = zmap.get_fdata()
+    np.testing.assert_allclose(z[mask], ((error - centre) / scale)[mask], rtol=1e-4, atol=1e-4)
+    assert not z[~mask].any()
+
 
 def test_inference_without_weights_fails_before_work(tiny_pd, tmp_path):
     infer = bundle_workflow("pd_ae", "inference.json", "infer", dataset_dir=str(tiny_pd), bundle_root=str(tmp_path))

@@ -19,6 +19,7 @@ turns a reconstruction-error map into an error z-map, so that voxels where every
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -92,10 +93,14 @@ def load_ground_truth(subjects: Iterable[Mapping], bank: ErrorBank, grid: str, k
 # ------------------------------------------------------------------------------------ standardisation
 
 
-def standardise_bank(bank: ErrorBank, reference_ids: Sequence[str], robust: bool = False) -> ErrorBank:
+def standardise_bank(bank: ErrorBank, reference_ids: Sequence[str], robust: bool = False,
+                     save_to: str | Path | None = None, affine: np.ndarray | None = None) -> ErrorBank:
     """Every subject's scores as z against the reference controls' scores at the same voxel (upper tail: a
     large error is abnormal); the reference controls' own rows are in-sample, so thresholds should come from
-    other controls. Returns a new bank with the same subjects and voxels."""
+    other controls. Returns a new bank with the same subjects and voxels.
+
+    With ``save_to``, the fitted model (centre and scale of the errors over the bank's voxels: the brain of the
+    analysed slab) is saved there with ``affine``, so inference can write error z-maps (``--zmap true``)."""
     from common.normative import NormativeModel
 
     rows = bank.rows(reference_ids)
@@ -103,8 +108,12 @@ def standardise_bank(bank: ErrorBank, reference_ids: Sequence[str], robust: bool
     if patients:
         raise ValueError(f"the standardisation pool must hold controls only; it holds patient(s) {patients[:5]}")
     values = bank.values
-    model = NormativeModel(np.ones((1, 1, bank.n_voxels), bool), robust=robust, tail="upper")
+    grid = {} if affine is None else {"affine": np.asarray(affine, float),
+                                      "spacing": tuple(np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0))}
+    model = NormativeModel(bank.mask, robust=robust, tail="upper", channel_names=["error"], **grid)
     model.fit_values(values[rows][:, None, :])
+    if save_to is not None:
+        model.save(save_to, affine=affine)
     return bank.with_values(model.score_values(values[:, None, :]))
 
 

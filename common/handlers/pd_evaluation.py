@@ -49,6 +49,11 @@ class PDAnomalyEvaluationHandler:
     ``reference_ids``: the controls defining tau (e.g. the split's training controls, which the evaluator
     must then also run), or ``"test_controls"``; ``threshold`` instead uses a tau computed elsewhere.
 
+    Scoring: ``scoring="zscore"`` standardises every subject's errors per voxel against the errors of the
+    ``normative_ids`` controls (saved to ``error_normative_dir`` when given, for inference's error z-maps);
+    ``reference_ids`` then set the thresholds on the z-scores. ``ground_truth_subjects`` (dataset entries with an
+    ``anomaly`` map) give the voxel metrics of ``detection.csv``; ``fprs`` the calibrated false-positive rates.
+
     After the epoch: files in ``out_dir`` (see :func:`run_pd_evaluation`), ``engine.state.metrics`` gets
     ``<prefix><roi>_auc``, ``<prefix><roi>_paper_gmean``, ``<prefix><roi>_nested_gmean`` for every ROI and
     ``<prefix>tau`` (global threshold), and ``engine.state.pd_evaluation`` the full result. The collected
@@ -65,7 +70,8 @@ class PDAnomalyEvaluationHandler:
                  brain: np.ndarray | None = None, roi_masks: Mapping[str, np.ndarray] | None = None,
                  figures: bool = True, verbose: bool = True, scoring: str = "raw",
                  normative_ids: Iterable[str] | None = None, robust_scoring: bool = False,
-                 ground_truth_subjects: Sequence[Mapping] | None = None, fprs: Sequence[float] | None = None) -> None:
+                 ground_truth_subjects: Sequence[Mapping] | None = None, fprs: Sequence[float] | None = None,
+                 error_normative_dir: str | os.PathLike | None = None) -> None:
         if not 0.0 < q < 1.0:
             raise ValueError(f"q must be in the open interval (0, 1), got {q}")
         if reference_ids is None and threshold is None:
@@ -83,6 +89,7 @@ class PDAnomalyEvaluationHandler:
         self.normative_ids = [str(i) for i in normative_ids] if normative_ids else []
         self.ground_truth_subjects = list(ground_truth_subjects or [])
         self.fprs = fprs
+        self.error_normative_dir = error_normative_dir
         self.atlas_grid = atlas_grid
         self.reference_ids = reference_ids if isinstance(reference_ids, str) or reference_ids is None \
             else [str(i) for i in reference_ids]
@@ -186,7 +193,9 @@ class PDAnomalyEvaluationHandler:
             if overlap:
                 logger.warning("%d control(s) both standardise the errors and set the threshold: their z-scores are "
                                "in-sample, so the threshold is optimistic", len(overlap))
-            bank = standardise_bank(bank, self.normative_ids, robust=self.robust_scoring)
+            affine = self.atlas.grid.affine if self.atlas is not None else None
+            bank = standardise_bank(bank, self.normative_ids, robust=self.robust_scoring,
+                                    save_to=self.error_normative_dir if affine is not None else None, affine=affine)
         truth = None
         if self.ground_truth_subjects and self.atlas is not None:
             wanted = set(self.test_ids) if self.test_ids is not None else set(bank.ids)
