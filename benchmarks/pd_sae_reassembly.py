@@ -11,7 +11,7 @@ Measures, side by side in one run, on one full 121x145x121 two-channel volume wi
   network has one (the stand-in does), with the largest difference from the patch path's centre result.
 
 and prints voxels/s, seconds per subject and the speed-up over the naive loop. The network defaults to
-:class:`StandInSAE`, a **stand-in** with the layer shapes of DESIGN.md 3.2 and random weights (the real
+:class:`StandInSAE`, a **stand-in** with the layer shapes of docs/design.md section 3.2 and random weights (the real
 pd_sae network lives in ``common.networks``); point the script at another with ``--network module:factory``
 (a module path or a ``.py`` file, and a callable returning the ``torch.nn.Module``), e.g.
 
@@ -45,7 +45,7 @@ PATCH = 15
 
 class StandInSAE(nn.Module):
     """STAND-IN for the pd_sae patch auto-encoder (benchmarks and tests only): the layer shapes of
-    DESIGN.md 3.2, random weights. 2x15x15 -> 16x13x13 -> pool 16x6x6 -> 16x4x4 -> 16x2x2 (code)
+    docs/design.md section 3.2, random weights. 2x15x15 -> 16x13x13 -> pool 16x6x6 -> 16x4x4 -> 16x2x2 (code)
     -> 16x4x4 -> 16x6x6 -> up 16x12x12 -> 16x14x14 -> 2x15x15.
 
     It also carries ``dense_centre_reconstruction``, an exact dense computation of the centre pixel of

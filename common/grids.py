@@ -1,4 +1,4 @@
-"""Image grids the bundles work on (DESIGN.md section 1).
+"""Image grids the bundles work on (docs/design.md section 1).
 
 One place defines each grid's shape and RAS affine; loaders, atlases and synthetic cohorts all take a
 grid by name from :data:`GRIDS`, so a grid mismatch is caught against the same definition everywhere.
@@ -60,14 +60,14 @@ GRIDS: dict[str, Grid] = {
         name="clinicadl2",
         shape=(80, 96, 80),
         affine_rows=((2, 0, 0, -80), (0, 2, 0, -111), (0, 0, 2, -70)),
-        description="ClinicaDL-reduced MNI 2 mm PET grid (ad_vae3d); affine inferred, see DESIGN.md",
+        description="ClinicaDL-reduced MNI 2 mm PET grid (ad_vae3d); affine inferred, see docs/design.md 1.2",
     ),
     "clinica_pet_linear": Grid(
         name="clinica_pet_linear",
         shape=(169, 208, 179),
         affine_rows=((1, 0, 0, -84), (0, 1, 0, -119), (0, 0, 1, -78)),
         description="Clinica pet-linear output, MNI 1 mm crop; ClinicaDL's img[4:164:2, 8:200:2, 8:168:2] of it is "
-                    "exactly the clinicadl2 grid (affine inferred with it, see DESIGN.md)",
+                    "exactly the clinicadl2 grid (affine inferred with it, see docs/design.md 1.2)",
     ),
 }
 

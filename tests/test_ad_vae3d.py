@@ -28,7 +28,7 @@ def test_full_size_shapes_and_parameter_count_by_formula():
     with torch.no_grad():
         h = net.encoder(x)
         recon, mu, logvar = net(x)
-    assert h.shape == (1, 128, 10, 12, 10) and h[0].numel() == 153_600  # DESIGN.md 3.3
+    assert h.shape == (1, 128, 10, 12, 10) and h[0].numel() == 153_600  # docs/design.md 3.3
     assert recon.shape == x.shape and mu.shape == logvar.shape == (1, 128)
     assert 0 <= recon.min() and recon.max() <= 1  # sigmoid output
 

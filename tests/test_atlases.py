@@ -1,4 +1,5 @@
-"""Atlases: grids, voxel counts against DESIGN.md, anatomy properties, the label route and the cache."""
+"""Atlases: grids, voxel counts against regions.toml (docs/design.md 2.2), anatomy properties, the label route
+and the cache."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def test_voxel_counts_within_10_percent_of_design(atlas, name, sides, expected):
     names = [f"{name}_L", f"{name}_R"] if sides else [name]
     for mask_name in names:
         count = int(atlas.mask(mask_name).sum())
-        assert abs(count - expected) <= 0.10 * expected, f"{mask_name}: {count} voxels, DESIGN.md says ~{expected}"
+        assert abs(count - expected) <= 0.10 * expected, f"{mask_name}: {count} voxels, expected ~{expected}"
 
 
 def test_every_mask_inside_the_brain_and_not_empty(atlas, atlas2mm):

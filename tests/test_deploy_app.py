@@ -27,7 +27,8 @@ from integrations.bundles import anomaly_map_key, available_bundles, input_modal
 from integrations.deploy.inputs import find_subject_files, model_file
 from integrations.deploy.package import deploy_metadata, package
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.save` is deprecated:DeprecationWarning")  # DESIGN.md 5
+# torch 2.13 deprecations, docs/design.md 5.7
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.save` is deprecated:DeprecationWarning")
 
 REPO = Path(__file__).resolve().parents[1]
 SETUP = REPO / "integrations" / "deploy" / "setup_env.sh"

@@ -61,7 +61,7 @@ def test_anisotropic_spacing_from_metatensor_affine(volume):
 
 
 def test_effective_reduction_in_the_ad_mask_is_about_21_percent():
-    """DESIGN.md 4.2: a nominal 30 % gives about 21 % mean reduction inside an AD mask (smoothing)."""
+    """docs/design.md 4.2: a nominal 30 % gives about 21 % mean reduction inside an AD mask (smoothing)."""
     from common.atlases import load_atlas
 
     atlas = load_atlas("clinicadl2")

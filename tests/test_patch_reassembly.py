@@ -264,7 +264,7 @@ def _benchmark_module():
 
 
 def test_benchmark_stand_in_dense_method_matches_its_patch_path():
-    """The benchmark's stand-in (DESIGN.md 3.2 layer shapes) computes the fast path exactly: the padding
+    """The benchmark's stand-in (docs/design.md 3.2 layer shapes) computes the fast path exactly: the padding
     convention of dense_centre_reconstruction holds on the real architecture."""
     net = _benchmark_module().stand_in()
     with torch.no_grad():  # larger weights: a reconstruction that varies, so a misplaced pixel would show

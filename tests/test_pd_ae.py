@@ -28,7 +28,7 @@ def test_layer_shapes_121x145_to_4x5_and_back():
     ups = [m for m in net.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
     assert len(convs) == 5 and len(ups) == 5
     assert all(m.stride == (2, 2) and m.kernel_size == (3, 3) for m in convs + ups)
-    assert 1.9e6 < sum(p.numel() for p in net.parameters()) < 2.1e6  # DESIGN.md: about 2.0 M
+    assert 1.9e6 < sum(p.numel() for p in net.parameters()) < 2.1e6  # docs/design.md 3.1: 1.96 M
     assert len([m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]) == 9  # all but the last
 
 

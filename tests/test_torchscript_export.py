@@ -44,7 +44,7 @@ def seeded_network(configs: Path, seed: int = 0) -> torch.nn.Module:
     return net.eval()
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")  # DESIGN.md section 5
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")  # docs/design.md section 5.7
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_ckpt_export_round_trip(bundle, tmp_path):
     configs = REPO / "bundles" / bundle / "configs"

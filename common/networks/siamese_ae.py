@@ -1,5 +1,5 @@
 """pd_sae's patch auto-encoder, trained as a siamese pair (PD paper 2.1 / 3.2; Alaverdyan et al., MedIA 2020;
-DESIGN.md section 3.2).
+docs/design.md section 3.2).
 
 Exactly as the paper's text: encoder 3x3 valid convolutions with 16 filters and one 2x2 max-pool between the
 first and the second (2x15x15 -> 16x13x13 -> 16x6x6 -> 16x4x4 -> 16x2x2); decoder of four "full" (transposed,

@@ -1,4 +1,4 @@
-"""pd_ae's spatial 2D auto-encoder (PD paper section 2.1 / 3.2; DESIGN.md section 3.1).
+"""pd_ae's spatial 2D auto-encoder (PD paper section 2.1 / 3.2; docs/design.md section 3.1).
 
 Five stride-2 3x3 convolutions (BatchNorm + ReLU) take a 2x121x145 FA/MD slice to a 256x4x5 bottleneck;
 five 3x3 stride-2 transposed convolutions bring it back, BatchNorm + ReLU after each but the last, and a

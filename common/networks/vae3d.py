@@ -1,4 +1,4 @@
-"""ad_vae3d's 3D variational auto-encoder (AD paper section 2.3; ClinicaDL ``CVAE_3D_half``; DESIGN.md 3.3).
+"""ad_vae3d's 3D variational auto-encoder (AD paper section 2.3; ClinicaDL ``CVAE_3D_half``; docs/design.md 3.3).
 
 Encoder: three Conv3d 3x3x3 stride 2 (BatchNorm + LeakyReLU 0.2), 32/64/128 channels, take a 1x80x96x80
 PET volume to 128x10x12x10; two dense layers give the posterior mean and log-variance (latent 128).

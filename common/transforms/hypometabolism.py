@@ -1,4 +1,4 @@
-"""Simulated hypometabolism on FDG PET (AD paper section 2.2; DESIGN.md section 4.2).
+"""Simulated hypometabolism on FDG PET (AD paper section 2.2; docs/design.md section 4.2).
 
 ``x' = x * G_sigma(1 - (d / 100) * M)``: a factor map equal to ``1 - d/100`` inside the binary mask ``M``
 and 1 outside is smoothed with a Gaussian of ``sigma`` mm, and multiplies the image. Because the Gaussian

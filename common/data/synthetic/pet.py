@@ -6,7 +6,7 @@ Each subject gets an age effect, a global dose/scanner scale (cancelled by SUVR 
 regional field (sd 4 %), a smooth random deformation (1.5 mm RMS), Poisson-like noise and an 8 mm FWHM
 resolution. The image is divided by its mean uptake in cerebellum + pons (as Clinica's ``pet-linear``).
 AD subjects carry hypometabolism in the AD pattern at an individual degree drawn from 15-35 %, made with
-:class:`common.transforms.SimulateHypometabolism` (DESIGN.md section 4.2) on the template before the
+:class:`common.transforms.SimulateHypometabolism` (docs/design.md section 4.2) on the template before the
 deformation, so it follows the subject's anatomy; its reduction map is the subject's ``anomaly`` map.
 """
 
