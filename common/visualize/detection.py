@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import NullLocator
 
 from common.visualize.pd import _save, _subplots, roi_label
 
@@ -61,6 +62,7 @@ def plot_ladder(rows: Sequence[Mapping], metric: str, out, rois: Mapping[str, st
             elif metric.startswith("test_fpr"):
                 ax.axhline(0.01 if metric.endswith("1") else 0.05, color="0.5", ls=":", lw=1)
             ax.set_xscale("log")
+            ax.xaxis.set_minor_locator(NullLocator())  # the log axis would label stray minor ticks (6 x 10^0)
             ax.set_xticks(sorted({100 * r["effect"] for r in chosen}))
             ax.set_xticklabels([f"{v:g}" for v in sorted({100 * r["effect"] for r in chosen})])
             ax.set_title(f"{location.replace('_', ' ')}, {texture}: {roi_label(roi)}", fontsize=9)
@@ -69,4 +71,5 @@ def plot_ladder(rows: Sequence[Mapping], metric: str, out, rois: Mapping[str, st
             ax.tick_params(labelsize=8)
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="best")
+    fig.subplots_adjust(hspace=0.45, wspace=0.3)  # panel titles clear of the x labels above them
     return _save(fig, Path(out))
