@@ -140,13 +140,14 @@ def bundle_workflow(bundle: str, configs, workflow_type: str, **overrides):
 TINY_RUNS = {
     "pd_ae": {
         "cohort": "pd",
-        "train": {"n_val": 1, "epochs": 1, "batch_size": 8, "n_slices": 4, "progress": False},
+        "train": {"n_val": 1, "n_calib": 0, "epochs": 1, "batch_size": 8, "n_slices": 4, "progress": False},
         "infer": {"subject_ids": ["sub-0008"], "num_workers": 0},
         "multi_gpu": {"batch_size": 2},  # 4 controls x 4 slices: 4 iterations per rank
     },
     "pd_sae": {
         "cohort": "pd",
-        "train": {"n_val": 2, "epochs": 1, "pairs_per_epoch": 900, "val_pairs": 450, "n_slices": 4, "progress": False},
+        "train": {"n_val": 2, "n_calib": 0, "epochs": 1, "pairs_per_epoch": 900, "val_pairs": 450, "n_slices": 4,
+                  "progress": False},
         "infer": {"subject_ids": ["sub-0008"], "num_workers": 0, "n_slices": 4},
         "multi_gpu": {"pairs_per_epoch": 1800},  # 8 batches of 225 pairs: 4 per rank
     },

@@ -407,5 +407,9 @@ def test_experiment_pet_trains_then_evaluates_and_resumes(tmp_path, capsys):
     assert summary["split"] == 0 and summary["subjects"]["test"] and summary["subjects"]["patients"]
     assert (root / "eval" / "split_0" / "sweep_stats.csv").is_file()
     capsys.readouterr()
-    main(["experiment", "pet", "--out", str(tmp_path), "--epochs", "1", "--progress", "False"])  # reuses the split
+    run_pet_experiment(out=tmp_path, epochs=1, overrides=overrides, progress=False)  # the same run: reused
     assert "evaluated earlier, reusing" in capsys.readouterr().out
+    # the command line without the reduced evaluation is another run: refused before any work, naming it
+    with pytest.raises(SystemExit) as exit_info:
+        main(["experiment", "pet", "--out", str(tmp_path), "--epochs", "1", "--progress", "False"])
+    assert exit_info.value.code == 2 and "voxel_subsample: 2000 -> (bundle default)" in capsys.readouterr().err
