@@ -194,3 +194,26 @@ def test_locations_confine_the_change_and_leave_the_default_draws_alone(pd_templ
         PDCohortConfig(locations="cortex")
     with pytest.raises(ValueError, match="target_nuclei"):
         PDCohortConfig(target_nuclei=("hippocampus",))
+
+
+@pytest.mark.parametrize("seed_index", [3, 11])
+def test_fixed_change_is_exactly_the_effect_size_on_both_sides(pd_template, seed_index):
+    """fixed_change=True: both putamina of every patient carry exactly effect_size before the subject's warp and
+    smoothing (the change map's maximum is 0.15 whatever the patient's drawn spread), and the FA inside the nucleus
+    core drops by that fraction relative to the same subject rendered as a control."""
+    subject = SubjectSpec(seed_index, "s", "patient", 62.0, "F")
+    cfg = PDCohortConfig(effect_size=0.15, locations="nuclei", target_nuclei=("putamen",), fixed_change=True)
+    patient = render_pd_subject(pd_template, cfg, subject)
+    assert patient["info"]["nuclei"] == ["putamen_L", "putamen_R"] and patient["info"]["severity"] == 0.15
+    assert patient["anomaly"].max() == pytest.approx(0.15, abs=0.005)
+    control = render_pd_subject(pd_template, cfg, SubjectSpec(seed_index, "s", "control", 62.0, "F"))
+    core = patient["anomaly"] > 0.149
+    assert core.sum() > 20
+    for side in ("putamen_L", "putamen_R"):  # both sides changed
+        side_core = core & pd_template.atlas.mask(side)
+        assert side_core.sum() > 5
+    # Noise is the same draw for both renders (subject stream), so the change is the only difference.
+    np.testing.assert_allclose(np.median(patient["FA"][core] / control["FA"][core]), 0.85, atol=0.03)
+    varied = render_pd_subject(pd_template, PDCohortConfig(effect_size=0.15, locations="nuclei",
+                                                           target_nuclei=("putamen",)), subject)
+    assert varied["info"]["severity"] != 0.15

@@ -21,13 +21,13 @@ def _summary(folder, seconds_per_subject: float) -> None:
 
 def synth_pd(out: str, n_controls: int, n_patients: int, seed: int, effect_size: float, heterogeneity: float,
              paper_size: bool, overwrite: bool, progress: bool, locations: str = "mixed",
-             nuclei: str = "sn,putamen,gpi,stn") -> None:
+             nuclei: str = "sn,putamen,gpi,stn", fixed_change: bool = False) -> None:
     """``synth pd``: the PD DTI cohort (FA, MD on the 1.5 mm grid); flags documented in ``common.__main__``."""
     from common.data.synthetic.pd import PDCohortConfig, make_pd_cohort
 
     targets = tuple(n.strip() for n in (nuclei.split(",") if isinstance(nuclei, str) else nuclei) if n.strip())
     kwargs = {"seed": seed, "effect_size": effect_size, "heterogeneity": heterogeneity, "locations": locations,
-              "target_nuclei": targets}
+              "target_nuclei": targets, "fixed_change": fixed_change}
     cfg = PDCohortConfig.paper_size(**kwargs) if paper_size else PDCohortConfig(n_controls, n_patients, **kwargs)
     folder, seconds = make_pd_cohort(out, cfg, progress=progress, overwrite=overwrite)
     _summary(folder, seconds)

@@ -79,6 +79,10 @@ class PDCohortConfig:
     locations: str = "mixed"
     #: Nuclei eligible for a change (each drawn with probability 0.75; with locations="nuclei" at least one).
     target_nuclei: tuple[str, ...] = PD_TARGET_REGIONS
+    #: The same change in every patient: exactly ``effect_size`` at full strength in each affected structure, and
+    #: both sides of each affected nucleus (default: severity x U(0.5, 1.5), structure x U(0.6, 1.0), random sides).
+    #: A controlled check of one effect size, e.g. "15 % in the putamen" (docs/benchmark.md).
+    fixed_change: bool = False
 
     def __post_init__(self):
         if self.locations not in PD_LOCATIONS:
@@ -128,10 +132,12 @@ class PDTemplate:
 
 
 def _effect_map(t: PDTemplate, rng: np.random.Generator, severity: float, locations: str = "mixed",
-                target_nuclei: tuple[str, ...] = PD_TARGET_REGIONS) -> tuple[np.ndarray, dict]:
+                target_nuclei: tuple[str, ...] = PD_TARGET_REGIONS, fixed: bool = False) -> tuple[np.ndarray, dict]:
     """Relative change map in [0, severity]: white-matter blobs and/or a random subset of target nuclei.
 
     The default ("mixed", all four nuclei) draws exactly what earlier versions drew, so cohorts stay identical.
+    ``fixed``: every structure at full strength and both sides of each affected nucleus (the same random draws are
+    made, so the choice of structures does not change).
     """
     shape = t.brain.shape
     spacing = t.atlas.grid.spacing[0]
@@ -144,7 +150,8 @@ def _effect_map(t: PDTemplate, rng: np.random.Generator, severity: float, locati
         axes = [np.arange(a, b, dtype=np.float32) - c for a, b, c in zip(lo, hi, centre)]
         blob = np.exp(-0.5 * sum(np.square(g) for g in np.meshgrid(*axes, indexing="ij", sparse=True)) / sigma**2)
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
-        effect[box] = np.maximum(effect[box], rng.uniform(0.6, 1.0) * blob * t.wm_core[box])
+        strength = rng.uniform(0.6, 1.0)
+        effect[box] = np.maximum(effect[box], (1.0 if fixed else strength) * blob * t.wm_core[box])
     affected = []
     if locations == "white_matter":
         return severity * effect, {"wm_blobs": n_blobs, "nuclei": affected}
@@ -152,8 +159,9 @@ def _effect_map(t: PDTemplate, rng: np.random.Generator, severity: float, locati
     def plant(region: str) -> None:
         nonlocal effect
         sides = [s for s in "LR" if rng.random() < 0.6] or [str(rng.choice(["L", "R"]))]
-        for side in sides:
-            effect = np.maximum(effect, rng.uniform(0.6, 1.0) * t.target_masks[f"{region}_{side}"])
+        for side in "LR" if fixed else sides:
+            strength = rng.uniform(0.6, 1.0)
+            effect = np.maximum(effect, (1.0 if fixed else strength) * t.target_masks[f"{region}_{side}"])
             affected.append(f"{region}_{side}")
 
     for region in target_nuclei:  # draws interleaved region by region, as the original cohorts were made
@@ -183,8 +191,9 @@ def render_pd_subject(t: PDTemplate, cfg: PDCohortConfig, subject: SubjectSpec) 
     info: dict = {}
     if subject.group == "patient":
         disease_rng = subject_rng(cfg.seed, subject.index, DISEASE_STREAM)
-        severity = cfg.effect_size * disease_rng.uniform(0.5, 1.5)
-        effect, info = _effect_map(t, disease_rng, severity, cfg.locations, cfg.target_nuclei)
+        spread = disease_rng.uniform(0.5, 1.5)
+        severity = cfg.effect_size * (1.0 if cfg.fixed_change else spread)
+        effect, info = _effect_map(t, disease_rng, severity, cfg.locations, cfg.target_nuclei, cfg.fixed_change)
         if cfg.heterogeneity > 0:
             effect = effect * _patchiness(disease_rng, effect.shape, cfg.heterogeneity)
         info["severity"] = round(float(severity), 4)
