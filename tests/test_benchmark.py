@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from common.evaluation.benchmark import (
     format_ladder,
     run_detection_benchmark,
 )
+from common.errors import SettingsError
 
 
 def test_pooled_rows_put_the_subjects_of_every_seed_into_one_auroc(rng):
@@ -68,5 +70,16 @@ def test_a_tiny_ladder_of_the_baseline_writes_every_output(tmp_path):
                  "figures/detection_voxel_ap.png"):
         assert (tmp_path / name).is_file(), name
     assert "cohort_seed0" in result["timings"]
+    first_csv = (tmp_path / "detection.csv").read_bytes()
     again = run_detection_benchmark(tmp_path, settings, progress=False)
-    assert again["timings"]["cohort_seed0"] < result["timings"]["cohort_seed0"]
+    assert again["timings"] == {}  # every model x seed is read back from its per-rung files: nothing recomputed
+    assert (tmp_path / "detection.csv").read_bytes() == first_csv
+    # A run killed before its last rung was written is evaluated again, and gives the same numbers.
+    (tmp_path / "seed_0" / "normative" / "eval" / "zscore" / "nuc-smooth-e300" / "detection.csv").unlink()
+    resumed = run_detection_benchmark(tmp_path, settings, progress=False)
+    assert "normative_seed0" in resumed["timings"]
+    assert (tmp_path / "detection.csv").read_bytes() == first_csv
+    # Results made with other ladder settings are never pooled with these: refused before any work.
+    with pytest.raises(SettingsError, match="n_patients: 3 there, 4 now"):
+        run_detection_benchmark(tmp_path, replace(settings, n_patients=4), progress=False)
+    assert (tmp_path / "detection.csv").read_bytes() == first_csv

@@ -186,7 +186,6 @@ def run_detection_benchmark(out: str | Path, settings: LadderSettings | None = N
     """Run the ladder (resumable: cohorts, trained models and per-seed results are reused); returns the rows."""
     from common.atlases import load_atlas
     from common.data import pool_subjects, read_dataset, split_subjects
-    from common.data._jsonio import write_json_atomic
     from common.evaluation.detection import load_ground_truth, standardise_bank
     from common.evaluation.experiment import _run_workflow, bundle_configs
     from common.evaluation.pd import ErrorBank, pd_roi_masks
@@ -194,15 +193,17 @@ def run_detection_benchmark(out: str | Path, settings: LadderSettings | None = N
     settings = settings or (LadderSettings.quick() if quick else LadderSettings())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "settings.json", asdict(settings))
+    folder_settings = _merge_folder_settings(out, settings)
     atlas = load_atlas("spm1p5")
     roi_masks = pd_roi_masks(atlas)
     roi_masks["planted_nuclei"] = np.logical_or.reduce([atlas.region_mask(r) for r in ("sn", "putamen", "gpi", "stn")])
     timings: dict[str, float] = {}
-    per_seed_rows, pooled_scores = [], {}
     for seed in settings.seeds:
-        start = time.perf_counter()
         seed_dir = out / f"seed_{seed}"
+        todo = [m for m in settings.models if _read_model_results(seed_dir / m, m, settings, seed) is None]
+        if not todo:
+            continue  # every model of this seed was evaluated by an earlier run into this folder
+        start = time.perf_counter()
         dataset_json = make_ladder_cohort(out / "cohorts" / f"seed_{seed}", settings, seed, progress)
         timings[f"cohort_seed{seed}"] = time.perf_counter() - start
         split = (0, None, 1, settings.n_val, seed, settings.n_calib)
@@ -214,7 +215,7 @@ def run_detection_benchmark(out: str | Path, settings: LadderSettings | None = N
         ladder = {s["id"]: s["effect"]["ladder"] for s in groups.subjects if s["group"] == "patient"}
         truth_bank = ErrorBank.for_brain(atlas.brain, settings.n_slices)
         truth = load_ground_truth(patients, truth_bank, "spm1p5")
-        for model in settings.models:
+        for model in todo:
             t0 = time.perf_counter()
             root = seed_dir / model
             needed = (fit_pool if model != "normative" else []) + calib + test + patients
@@ -234,46 +235,103 @@ def run_detection_benchmark(out: str | Path, settings: LadderSettings | None = N
                             for s in settings.scorings}
             for scoring, scored in variants.items():
                 name = model if model == "normative" else f"{model}/{scoring}"
-                rows, scores = _evaluate_rungs(scored, name, settings, calib, test, patients, ladder, truth,
-                                               roi_masks, atlas, seed, root / "eval" / scoring)
-                per_seed_rows += rows
-                for key, value in scores.items():
-                    pooled_scores.setdefault(key, []).append(value)
+                _evaluate_rungs(scored, name, settings, calib, test, patients, ladder, truth, roi_masks, atlas, seed,
+                                root / "eval" / scoring)
             timings[f"{model}_seed{seed}"] = time.perf_counter() - t0
+    # The tables cover every model x seed evaluated into this folder (this run's and earlier runs'), read back
+    # from the per-rung files, so a resumed or incremental run gives the same numbers as one uninterrupted run.
+    per_seed_rows, pooled_scores = [], {}
+    for seed in folder_settings.seeds:
+        for model in folder_settings.models:
+            found = _read_model_results(out / f"seed_{seed}" / model, model, folder_settings, seed)
+            if found is None:
+                continue
+            rows, scores = found
+            per_seed_rows += rows
+            for key, value in scores.items():
+                pooled_scores.setdefault(key, []).append(value)
     pooled_rows = _pooled_subject_rows(pooled_scores, settings)
     rows = per_seed_rows + pooled_rows
     mde = _minimum_detectable_effects(pooled_rows)
-    files = _write_outputs(out, rows, mde, settings, timings)
+    files = _write_outputs(out, rows, mde, folder_settings, timings)
     return {"rows": rows, "mde": mde, "files": files, "timings": timings}
 
 
+#: Settings a run into an existing folder may change: which seeds and models it adds. The others define the
+#: ladder, and results made with other values must not be pooled with this run's.
+_PER_RUN_FIELDS = ("seeds", "models")
+
+
+def _merge_folder_settings(out: Path, settings: LadderSettings) -> LadderSettings:
+    """Refuse a folder whose ladder was run with other settings; record the union of seeds and models run into it
+    (``settings.json``) and return it."""
+    from common.data._jsonio import write_json_atomic
+    from common.errors import SettingsError
+
+    path = out / "settings.json"
+    merged = settings
+    if path.is_file():
+        old = json.loads(path.read_text())
+        new = json.loads(json.dumps(asdict(settings)))
+        differ = [k for k in sorted(set(old) | set(new)) if k not in _PER_RUN_FIELDS and old.get(k) != new.get(k)]
+        if differ:
+            raise SettingsError("--out", f"{out} holds a ladder run with other settings ("
+                                + "; ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in differ)
+                                + "): choose another --out, or delete that folder")
+        merged = replace(settings, seeds=tuple(dict.fromkeys([*old.get("seeds", []), *settings.seeds])),
+                         models=tuple(dict.fromkeys([*old.get("models", []), *settings.models])))
+    write_json_atomic(path, asdict(merged))
+    return merged
+
+
 def _evaluate_rungs(bank, model: str, settings: LadderSettings, calib, test, patients, ladder, truth, roi_masks,
-                    atlas, seed: int, out_dir: Path) -> tuple[list[dict], dict]:
-    """Each rung on test controls + its patients; long rows and the subject scores kept for pooling."""
+                    atlas, seed: int, out_dir: Path) -> None:
+    """Each rung on test controls + its patients, written under ``out_dir/<rung>/`` by ``run_pd_evaluation``."""
     from common.evaluation.pd import run_pd_evaluation
 
-    rows, scores = [], {}
     calib_ids = [s["id"] for s in calib]
     test_ids = [s["id"] for s in test]
     for location, texture, effect in settings.rungs():
         rung = _rung_id(location, texture, effect)
         rung_patients = [s["id"] for s in patients if ladder[s["id"]] == rung]
-        result = run_pd_evaluation(bank, None, test_ids + rung_patients, calib_ids, atlas, out_dir / rung,
-                                   q=settings.q, n_slices=settings.n_slices, n_bootstrap=settings.n_bootstrap,
-                                   seed=seed, model_name=model, roi_masks=roi_masks, figures=False, verbose=False,
-                                   ground_truth={i: truth[i] for i in rung_patients if i in truth},
-                                   scoring="zscore" if model.endswith("zscore") or model == "normative" else "raw")
-        cohort = {"model": model, "seed": seed, "location": location, "texture": texture, "effect": effect}
-        for det in result["detection"]:
-            for metric in ("voxel_auroc", "voxel_ap", "dice_fpr1", "dice_fpr5", "oracle_dice"):
-                rows.append({**cohort, "roi": det["roi"], "metric": metric, "value": det[metric]})
-            for metric in ("test_fpr1", "test_fpr5", "subject_auroc", "subject_ap"):
-                rows.append({**cohort, "roi": det["roi"], "metric": metric, "value": det[metric],
-                             "ci_low": det[f"{metric}_ci_low"], "ci_high": det[f"{metric}_ci_high"]})
-        labels = np.array([s["group"] == "patient" for s in result["subjects"]])
-        for roi in roi_masks.keys() | {"whole_brain"}:
-            values = np.array([s["percent_abnormal"][roi] for s in result["subjects"]])
-            scores[(model, location, texture, effect, roi)] = (values, labels)
+        run_pd_evaluation(bank, None, test_ids + rung_patients, calib_ids, atlas, out_dir / rung,
+                          q=settings.q, n_slices=settings.n_slices, n_bootstrap=settings.n_bootstrap,
+                          seed=seed, model_name=model, roi_masks=roi_masks, figures=False, verbose=False,
+                          ground_truth={i: truth[i] for i in rung_patients if i in truth},
+                          scoring="zscore" if model.endswith("zscore") or model == "normative" else "raw")
+
+
+def _read_model_results(root: Path, model: str, settings: LadderSettings, seed: int) -> tuple[list, dict] | None:
+    """Long rows and subject scores of one model x seed, read from every rung's ``detection.csv`` and
+    ``percent_abnormal.csv``; None when any rung is missing (the model x seed is then evaluated again)."""
+    import csv
+
+    def number(text: str) -> float | None:
+        return None if text == "" else float(text)
+
+    rows, scores = [], {}
+    for scoring in (("zscore",) if model == "normative" else settings.scorings):
+        name = model if model == "normative" else f"{model}/{scoring}"
+        for location, texture, effect in settings.rungs():
+            rung_dir = root / "eval" / scoring / _rung_id(location, texture, effect)
+            detection, percent = rung_dir / "detection.csv", rung_dir / "percent_abnormal.csv"
+            if not (detection.is_file() and percent.is_file()):
+                return None
+            cohort = {"model": name, "seed": seed, "location": location, "texture": texture, "effect": effect}
+            with detection.open(newline="") as f:
+                for det in csv.DictReader(f):
+                    for metric in ("voxel_auroc", "voxel_ap", "dice_fpr1", "dice_fpr5", "oracle_dice"):
+                        rows.append({**cohort, "roi": det["roi"], "metric": metric, "value": number(det[metric])})
+                    for metric in ("test_fpr1", "test_fpr5", "subject_auroc", "subject_ap"):
+                        rows.append({**cohort, "roi": det["roi"], "metric": metric, "value": number(det[metric]),
+                                     "ci_low": number(det[f"{metric}_ci_low"]),
+                                     "ci_high": number(det[f"{metric}_ci_high"])})
+            with percent.open(newline="") as f:
+                subjects = list(csv.DictReader(f))
+            labels = np.array([s["group"] == "patient" for s in subjects])
+            for roi in subjects[0].keys() - {"id", "group"}:
+                values = np.array([float(s[roi]) for s in subjects])
+                scores[(name, location, texture, effect, roi)] = (values, labels)
     return rows, scores
 
 
@@ -339,7 +397,7 @@ def _write_outputs(out: Path, rows, mde, settings: LadderSettings, timings) -> d
     files = {"csv": str(write_text_atomic(out / "detection.csv", csv_text(fields, rows))),
              "mde": str(write_text_atomic(out / "mde.csv", csv_text(("model", "location", "texture", "roi", "mde"),
                                                                     mde))),
-             "timings": str(write_json_atomic(out / "timings.json", {k: round(v, 1) for k, v in timings.items()}))}
+             "timings": str(write_json_atomic(out / "timings.json", _merged_timings(out / "timings.json", timings)))}
     files["markdown"] = str(write_text_atomic(out / "detection.md", format_ladder(rows, mde, settings)))
     from common.visualize.detection import plot_ladder
 
@@ -349,6 +407,12 @@ def _write_outputs(out: Path, rows, mde, settings: LadderSettings, timings) -> d
     return files
 
 
+def _merged_timings(path: Path, timings: Mapping[str, float]) -> dict[str, float]:
+    """Earlier runs' timings into this folder, updated with this run's (seconds, one decimal)."""
+    earlier = json.loads(path.read_text()) if path.is_file() else {}
+    return {**earlier, **{k: round(v, 1) for k, v in timings.items()}}
+
+
 def format_ladder(rows: Sequence[Mapping], mde: Sequence[Mapping], settings: LadderSettings) -> str:
     """Markdown: per location x texture, subject AUROC [CI] (pooled over seeds) and voxel AP (mean over seeds) per
     model x effect in the headline ROIs, then the minimum detectable effects."""
@@ -356,9 +420,14 @@ def format_ladder(rows: Sequence[Mapping], mde: Sequence[Mapping], settings: Lad
              if r["metric"] == "subject_auroc" and r["seed"] == "pooled"}
     vap = _mean_over_seeds(rows, "voxel_ap")
     models = list(dict.fromkeys(r["model"] for r in rows))
-    lines = [f"# Detection ladder: {len(settings.seeds)} seed(s), {settings.n_controls} controls "
-             f"({settings.n_calib} calibration, {settings.n_val} validation), {settings.n_patients} patients per rung",
-             "", "Subject AUROC [95 % CI] pooled over seeds / voxel AP (mean over seeds); thresholds calibrated on "
+    seeds: dict[str, list] = {}
+    for r in rows:
+        if r["seed"] != "pooled" and r["seed"] not in seeds.setdefault(r["model"], []):
+            seeds[r["model"]].append(r["seed"])
+    lines = [f"# Detection ladder: {settings.n_controls} controls ({settings.n_calib} calibration, {settings.n_val} "
+             f"validation), {settings.n_patients} patients per rung and seed", "",
+             "Seeds: " + "; ".join(f"{m} {', '.join(map(str, s))}" for m, s in seeds.items()) + ".", "",
+             "Subject AUROC [95 % CI] pooled over seeds / voxel AP (mean over seeds); thresholds calibrated on "
              "held-out controls.", ""]
     for location in settings.locations:
         for texture in settings.textures:
