@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from common.errors import SettingsError
 from common.evaluation.benchmark import (
     LadderSettings,
     _minimum_detectable_effects,
@@ -16,7 +17,6 @@ from common.evaluation.benchmark import (
     format_ladder,
     run_detection_benchmark,
 )
-from common.errors import SettingsError
 
 
 def test_pooled_rows_put_the_subjects_of_every_seed_into_one_auroc(rng):
