@@ -1,4 +1,4 @@
-"""Command line of the shared library: ``python -m common <command> --help``.
+"""The commands of ``python -m common <command> --help`` (the application layer's entry point).
 
 Commands:
   atlas     build (or check) the cached atlases of a grid:      python -m common atlas --grid spm1p5
@@ -12,8 +12,8 @@ Commands:
   release   reproducible, self-contained bundle zips:             python -m common release --out dist
 
 Adding a command: a function (or a class whose methods are subcommands) in :func:`_commands` with an ``Args:``
-line per parameter; :mod:`common.cli` turns the signature into flags, help and checks (ranges by flag name in
-``common.cli.RANGES``). Keep heavy imports (torch, MONAI, nibabel) inside the function body so ``--help`` stays
+line per parameter; :mod:`common.app.cli` turns the signature into flags, help and checks (ranges by flag name in
+``common.settings.RANGES``). Keep heavy imports (torch, MONAI, nibabel) inside the function body so ``--help`` stays
 fast. Global flags: ``-h``/``--help`` anywhere, ``--debug`` for the full traceback on an error.
 """
 
@@ -35,7 +35,7 @@ def _commands() -> dict:
 
         if grid != "all" and grid not in GRIDS:
             raise SettingsError("--grid", f"unknown grid {grid!r}; expected one of: all, {', '.join(GRIDS)}")
-        from common.atlases.cli import atlas_command
+        from common.app.atlas_commands import atlas_command
 
         return atlas_command(grid=grid, rebuild=rebuild, quiet=quiet)
 
@@ -46,7 +46,7 @@ def _commands() -> dict:
             dataset_json: the dataset.json to check
             check_data: also read every voxel (finite values, plausible ranges); false checks headers only
         """
-        from common.data.cli import validate_command
+        from common.app.data_commands import validate_command
 
         return validate_command(dataset_json, check_data=check_data)
 
@@ -63,7 +63,7 @@ def _commands() -> dict:
             seed: random seed of the splits
             n_calib: calibration controls per split, held out of training (for thresholds)
         """
-        from common.data.cli import splits_command
+        from common.app.data_commands import splits_command
 
         return splits_command(dataset_json, out=out, n_splits=n_splits, n_test=n_test, n_val=n_val, seed=seed,
                               n_calib=n_calib)
@@ -87,7 +87,7 @@ def _commands() -> dict:
             pd_sae_epochs: pd_sae training epochs
             pd_sae_pairs: pd_sae patch pairs per epoch
         """
-        from common.demo import run_demo
+        from common.app.demo import run_demo
 
         run_demo(out=out, seed=seed, pd_controls=pd_controls, pd_patients=pd_patients, pet_controls=pet_controls,
                  pet_patients=pet_patients, train=train, pd_ae_epochs=pd_ae_epochs, pd_sae_epochs=pd_sae_epochs,
@@ -115,7 +115,7 @@ def _commands() -> dict:
                 locations: where patients' changes go: mixed (white-matter blobs and nuclei), nuclei or white_matter
                 nuclei: comma-separated nuclei that may change (e.g. putamen: one deep nucleus)
             """
-            from common.data.synthetic.cli import synth_pd
+            from common.app.synth_commands import synth_pd
 
             synth_pd(out, n_controls, n_patients, seed, effect_size, heterogeneity, paper_size, overwrite, progress,
                      locations, nuclei)
@@ -140,7 +140,7 @@ def _commands() -> dict:
                 from common.errors import SettingsError
 
                 raise SettingsError("--degree_min", f"{degree_min:g} is above --degree_max {degree_max:g}")
-            from common.data.synthetic.cli import synth_pet
+            from common.app.synth_commands import synth_pet
 
             synth_pet(out, n_controls, n_patients, seed, degree_min, degree_max, paper_size, overwrite, progress)
 
@@ -177,7 +177,7 @@ def _commands() -> dict:
                                          ("--scoring", scoring, (None, "zscore", "raw"))):
                 if value not in allowed:
                     raise SettingsError(flag, f"expected one of {', '.join(map(str, allowed))}, got {value!r}")
-            from common.evaluation.experiment import run_pd_experiment
+            from common.app.experiment import run_pd_experiment
 
             run_pd_experiment(bundle=bundle, dataset_dir=dataset_dir, out=out, splits=splits, seed=seed,
                               n_val=n_val, epochs=epochs, progress=progress, n_calib=n_calib,
@@ -204,7 +204,7 @@ def _commands() -> dict:
                 progress: show progress bars
                 overwrite: recompute a split made from other data or settings instead of refusing
             """
-            from common.evaluation.experiment import (
+            from common.app.experiment import (
                 DEMO_VAE_OVERRIDES,
                 run_pet_experiment,
             )
@@ -227,7 +227,7 @@ def _commands() -> dict:
                 runs: comma-separated experiment folders written by `experiment pd`
                 out: output folder of the table and figure
             """
-            from common.evaluation.experiment import compare_experiments
+            from common.app.experiment import compare_experiments
 
             compare_experiments(runs, out)
 
@@ -258,7 +258,7 @@ def _commands() -> dict:
                     raise SettingsError("--seeds", f"expected comma-separated integers, got {seeds!r}") from None
                 if not seed_list or min(seed_list) < 0:
                     raise SettingsError("--seeds", f"expected comma-separated integers >= 0, got {seeds!r}")
-            from common.evaluation.benchmark import LadderSettings, run_detection_benchmark
+            from common.app.benchmark import LadderSettings, run_detection_benchmark
 
             overrides = {}
             if seed_list is not None:
@@ -284,7 +284,7 @@ def _commands() -> dict:
             verify: a downloaded zip to check against --sha256 instead of building (prints ok, or exits 2)
             sha256: the expected sha256 (64 hex digits) of the zip given with --verify
         """
-        from common.release import build_releases, verify_release
+        from common.app.release import build_releases, verify_release
 
         if verify is not None:
             verify_release(verify, sha256)
@@ -301,10 +301,7 @@ def _commands() -> dict:
 def main(argv: list[str] | None = None):
     """Run the command line on ``argv`` (default ``sys.argv[1:]``): help, or the command with checked flags.
     Bad flags and bad data exit with code 2 after one ``error:`` block."""
-    from common.cli import run_command_line
+    from common.app.cli import run_command_line
 
     return run_command_line(_commands(), argv)
 
-
-if __name__ == "__main__":
-    main()
