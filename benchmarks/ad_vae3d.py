@@ -21,12 +21,12 @@ import multiprocessing as mp
 import resource
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "bundles" / "ad_vae3d" / "configs" / "train.json"
+from common.paths import bundle_dir
+
+CONFIG = bundle_dir("ad_vae3d") / "configs" / "train.json"
 
 
 def sync(device: torch.device) -> None:

@@ -47,7 +47,9 @@ def locate_bundle_root(name: str) -> str:
     vendored = Path(__file__).resolve().parent.parent  # a release zip: the bundle holds its copy of common/
     if (vendored / "configs" / "metadata.json").is_file() and vendored.name == name:
         return str(vendored)
-    repo_copy = vendored / "bundles" / name
+    from common.paths import bundle_dir
+
+    repo_copy = bundle_dir(name)
     if (repo_copy / "configs").is_dir():
         return str(repo_copy)
     return str(cwd)
@@ -267,10 +269,10 @@ def write_training_summary(trainer, evaluator, out_dir: str | os.PathLike) -> Pa
 
 def check_settings(**settings) -> bool:
     """Refuse bad settings of a bundle run before any work (``--epochs 1.5``, ``--batch_size 0``, ``--amp maybe``):
-    each must be of its kind and in its range (:data:`common.cli.RANGES`, :data:`common.cli.SETTING_KINDS`), else
+    each must be of its kind and in its range (:data:`common.settings.RANGES`, :data:`common.settings.SETTING_KINDS`), else
     a :class:`~common.errors.SettingsError` names the setting and the config file. The train configs call it in
     ``initialize``, where MONAI's overrides have already replaced the configs' values."""
-    from common.cli import SETTING_KINDS, check_value
+    from common.settings import SETTING_KINDS, check_value
 
     source = _config_file_from_argv(sys.argv)
     for name, value in settings.items():

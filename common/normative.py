@@ -51,7 +51,7 @@ MAD_TO_SD = float(1.0 / special.ndtri(0.75))
 TAILS = ("both", "upper", "lower")
 
 AFFINE_TOLERANCE_MM = 1e-3
-"""Largest affine difference (mm) for an image to be on the model's grid (as :mod:`common.data.nifti`)."""
+"""Largest affine difference (mm) for an image to be on the model's grid (as :mod:`common.nifti`)."""
 
 _CHUNK = 1 << 16
 """Voxels per block when computing the statistics: float64 temporaries stay at N x 65536 values."""
@@ -565,7 +565,7 @@ def fit_normative_from_subjects(subjects: Sequence[Mapping], grid: str | Grid, m
     ``spacing``, ``affine`` and ``channel_names`` default to the grid's and to ``modalities``. Every file's
     header is checked before any volume is read, so a bad 40th subject fails at once, naming the file.
     """
-    from common.data.nifti import check_header, get_modality
+    from common.nifti import check_header, get_modality
     from common.data.volumes import load_subject_volumes
 
     grid = get_grid(grid)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common.paths import BUNDLES_DIR, REPO_DIR
+
 __all__ = ["REPO", "BUNDLES_DIR", "LOADER_PREFIX", "available_bundles", "anomaly_map_key", "input_modalities",
            "is_loader"]
 
-REPO = Path(__file__).resolve().parents[1]
-BUNDLES_DIR = REPO / "bundles"
+#: The repository and its bundles, as the library knows them (:mod:`common.paths` owns both).
+REPO, BUNDLES_DIR = REPO_DIR, BUNDLES_DIR
 
 #: The transform of the bundles' inference post-processing that computes the voxel anomaly map.
 ERROR_TRANSFORM = "ReconstructionErrord"

@@ -413,7 +413,7 @@ def test_kl_warmup_and_lr_schedule_handlers_in_a_trainer():
 def test_train_config_defaults_are_the_paper_schedule_and_the_demo_recipe_is_wired(small_pet, tmp_path):
     from conftest import bundle_workflow
 
-    from common.evaluation.experiment import DEMO_VAE_OVERRIDES
+    from common.app.experiment import DEMO_VAE_OVERRIDES
     from common.networks import mean_intensity
 
     narrow = {"network_def#channels": [4, 8, 8], "network_def#decoder_channels": [8, 8, 4], "network_def#latent_size": 8}

@@ -1,4 +1,4 @@
-"""The detection benchmark (common.evaluation.benchmark): pooling, minimum detectable effect, outputs."""
+"""The detection benchmark (common.app.benchmark): pooling, minimum detectable effect, outputs."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from common.errors import SettingsError
-from common.evaluation.benchmark import (
+from common.app.benchmark import (
     LadderSettings,
     _minimum_detectable_effects,
     _pooled_subject_rows,
     format_ladder,
     run_detection_benchmark,
 )
+from common.errors import SettingsError
 
 
 def test_pooled_rows_put_the_subjects_of_every_seed_into_one_auroc(rng):

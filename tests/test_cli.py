@@ -82,15 +82,15 @@ def test_demo_writes_cohorts_figure_and_summary(tmp_path):
     assert "pd_seconds_per_subject" in result.stdout and "figure" in result.stdout
 
 
-# --- help, argument checks and the one error block (common.cli, common.errors) ---------------------------------
+# --- help, argument checks and the one error block (common.app.cli, common.errors) ---------------------------------
 
 SLOW_SECONDS = 2.0
 HEAVY_MODULES = ("torch", "monai", "nibabel", "numpy", "scipy", "fire")
 
 
 def _all_commands():
-    from common.__main__ import _commands
-    from common.cli import iter_commands
+    from common.app.commands import _commands
+    from common.app.cli import iter_commands
 
     return list(iter_commands(_commands()))
 
@@ -103,8 +103,8 @@ def _listing(tmp_path: Path) -> list[str]:
 def test_every_command_prints_help_and_runs_nothing(tmp_path, monkeypatch, capsys, flag):
     """`-h` / `--help` on the top level, every group and every command: exit 0, the subcommands or every flag
     with its default listed, nothing written (`synth pd -h` used to write a 40-subject cohort)."""
-    from common.__main__ import main
-    from common.cli import flags_of
+    from common.app import main
+    from common.app.cli import flags_of
 
     monkeypatch.chdir(tmp_path)
     main([flag])
@@ -128,7 +128,7 @@ def test_every_command_prints_help_and_runs_nothing(tmp_path, monkeypatch, capsy
 
 def test_every_flag_has_a_one_line_description():
     """The docstring's `Args:` section documents every parameter (a new flag without help fails here)."""
-    from common.cli import flags_of
+    from common.app.cli import flags_of
 
     n = 0
     for path, target in _all_commands():
@@ -165,8 +165,8 @@ def _documented_commands() -> list[str]:
 
 def test_documented_commands_still_parse():
     """Every `python -m common ...` line of the README and model cards parses with the project's parser."""
-    from common.__main__ import _commands
-    from common.cli import parse_command_line
+    from common.app.commands import _commands
+    from common.app.cli import parse_command_line
     from common.errors import SettingsError
 
     commands = _documented_commands()
@@ -196,7 +196,7 @@ def test_project_errors_give_one_block_exit_2_and_a_traceback_only_on_request(tm
     """A data error in `python -m common` (also wrapped in MONAI's RuntimeError, as an in-process bundle run
     raises it): one `error:` block naming the file and the problem, exit code 2; `--debug` or the environment
     variable adds the traceback; other exceptions pass unchanged."""
-    from common.__main__ import main
+    from common.app import main
     from common.errors import InputDataError, exit_on_project_error, format_error
 
     monkeypatch.delenv("BRAIN_ANOMALY_DEBUG", raising=False)

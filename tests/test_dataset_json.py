@@ -1,4 +1,4 @@
-"""dataset.json reading, writing and whole-cohort validation (common.data.dataset_json, common.data.cli)."""
+"""dataset.json reading, writing and whole-cohort validation (common.data.dataset_json, common.app.data_commands)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from conftest import TINY, write_nifti
 from monai.data import load_decathlon_datalist
 
 from common.data import CohortDataset, read_dataset, validate_dataset, write_dataset
-from common.data.cli import validate_command
+from common.app.data_commands import validate_command
 from common.errors import InputDataError
 
 

@@ -88,7 +88,7 @@ def test_standardised_bank_is_the_z_score_against_the_reference_controls(rng):
 def test_normative_baseline_runs_as_a_pd_model_and_finds_a_large_change(tmp_path):
     """experiment pd --bundle normative: fitted on the split's train+val controls, thresholds on calibration
     controls, the same files as a bundle; a 40 % putamen change is found in the putamen."""
-    from common.__main__ import main
+    from common.app import main
     from common.data.synthetic import PDCohortConfig, make_pd_cohort
 
     cohort, _ = make_pd_cohort(tmp_path / "cohort", PDCohortConfig(10, 4, seed=5, effect_size=0.4, locations="nuclei",

@@ -79,7 +79,7 @@ CASES = [
 
 @pytest.mark.parametrize(("argv", "names", "problem"), CASES, ids=[" ".join(c[0]) for c in CASES])
 def test_bad_flag_is_refused_before_work(tmp_path, monkeypatch, capsys, argv, names, problem):
-    from common.__main__ import main
+    from common.app import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("BRAIN_ANOMALY_DEBUG", raising=False)

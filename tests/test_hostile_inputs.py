@@ -1,7 +1,7 @@
 """Hostile inputs (subjects and data): each is refused before any work, naming the file and the problem.
 
 Cohorts are the tiny ones of ``conftest.make_cohort`` (8x9x7 grid, no atlas); the anatomy cases use maps
-built from the 1.5 mm atlas. ``python -m common validate`` runs in-process through ``common.__main__.main``.
+built from the 1.5 mm atlas. ``python -m common validate`` runs in-process through ``common.app.commands.main``.
 Every case also checks that nothing in the cohort folder was written or changed.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from conftest import TINY, write_nifti
 
-from common.__main__ import main
+from common.app import main
 from common.data import check_subjects, make_splits, read_dataset, read_splits, require_distinct_splits
 from common.data.volumes import load_subject_volumes
 from common.errors import InputDataError
@@ -414,7 +414,7 @@ def test_leaked_subject_in_a_splits_file_is_refused(make_cohort, tmp_path):
 
 
 def test_experiment_fails_on_a_truncated_patient_file_before_training(make_cohort, tmp_path):
-    from common.evaluation.experiment import run_pd_experiment
+    from common.app.experiment import run_pd_experiment
 
     path = make_cohort(n_controls=7, n_patients=2)
     truncated = _file(9, "FA", raw=_truncated)(path.parent)[0]
@@ -428,7 +428,7 @@ def test_experiment_fails_on_a_truncated_patient_file_before_training(make_cohor
 
 
 def test_experiment_refuses_identical_splits_and_prints_fewer_distinct(make_cohort, tmp_path, capsys):
-    from common.evaluation.experiment import _check_experiment_input, bundle_configs
+    from common.app.experiment import _check_experiment_input, bundle_configs
 
     path = make_cohort(n_controls=8, n_patients=2)
     settings = {"dataset_dir": str(path.parent), "grid": "tiny", "n_val": 1, "split_seed": 0}
@@ -462,7 +462,7 @@ def atlas_maps():
 @pytest.mark.parametrize("given_as, actual", [("MD", "FA"), ("FA", "MD")])
 def test_a_map_of_the_other_modality_is_refused(given_as, actual, atlas_maps, tmp_path):
     from common.data import load_checked
-    from common.data.nifti import anatomy_score
+    from common.nifti import anatomy_score
 
     grid, fa, md = atlas_maps
     data = {"FA": fa, "MD": md}[actual]

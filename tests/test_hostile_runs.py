@@ -26,11 +26,11 @@ import numpy as np
 import pytest
 from conftest import bundle_workflow, write_nifti
 
-from common.__main__ import main
+from common.app import main
 from common.errors import InputDataError
-from common.evaluation import experiment
+from common.app import experiment
 from common.evaluation.fingerprint import FINGERPRINT
-from common.release import build_release, build_releases, verify_release
+from common.app.release import build_release, build_releases, verify_release
 
 REPO = Path(__file__).resolve().parents[1]
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

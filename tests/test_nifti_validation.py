@@ -1,4 +1,4 @@
-"""NIfTI checks (common.data.nifti) and the validating MONAI transforms (common.transforms.io)."""
+"""NIfTI checks (common.nifti) and the validating MONAI transforms (common.transforms.io)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from conftest import TINY, write_nifti
 from monai.data import CacheDataset, DataLoader, MetaTensor
 from monai.transforms import Compose, SaveImage, ScaleIntensityd
 
-from common.data.nifti import (
+from common.nifti import (
     MD_MAX_MM2_PER_S,
     MODALITIES,
     check_header,

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from common.data.synthetic import PDCohortConfig, make_pd_cohort
-from common.evaluation.experiment import run_pd_experiment
+from common.app.experiment import run_pd_experiment
 
 PLANTED_NUCLEI = ("sn", "putamen", "gpi", "stn")
 FLOOR = 0.6
@@ -42,7 +42,7 @@ def test_pd_ae_separates_patients_in_the_planted_nuclei(tmp_path, all_cores):
 
 def test_experiment_resumes_finished_splits(tmp_path, monkeypatch):
     """A split whose evaluation JSON exists is neither retrained nor re-evaluated."""
-    from common.evaluation import experiment
+    from common.app import experiment
 
     result = {"model": "pd_ae", "split": 0, "rois": [{"roi": "whole_brain", "auc": 0.7, "paper_gmean": 0.6,
                                                       "nested_gmean": 0.5, "n_voxels": 10}]}
@@ -58,7 +58,7 @@ def test_experiment_resumes_finished_splits(tmp_path, monkeypatch):
 
 
 def test_compare_puts_models_side_by_side(tmp_path, capsys):
-    from common.evaluation.experiment import compare_experiments
+    from common.app.experiment import compare_experiments
     from common.evaluation.pd import aggregate_splits, write_split_aggregates
 
     for model, auc in (("pd_ae", (0.6, 0.8)), ("pd_sae", (0.7, 0.7))):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from common.data.synthetic import PDCohortConfig, make_pd_cohort
-from common.evaluation.experiment import run_pd_experiment
+from common.app.experiment import run_pd_experiment
 
 PLANTED_NUCLEI = ("sn", "putamen", "gpi", "stn")
 

@@ -393,8 +393,8 @@ def test_load_weights_takes_a_state_dict_or_a_saver_dict_and_names_a_mismatch(tm
 def test_experiment_pet_trains_then_evaluates_and_resumes(tmp_path, capsys):
     """`python -m common experiment pet` end to end on the synthetic cohort: one epoch on 4 training
     controls, a reduced evaluation; a second call reuses the results."""
-    from common.__main__ import main
-    from common.evaluation.experiment import run_pet_experiment
+    from common.app import main
+    from common.app.experiment import run_pet_experiment
 
     subset = ("$common.data.split_subjects(@dataset_json, '{}', @split_index, @splits_file or None, @n_splits, "
               "@n_val, @split_seed)[:{}]")

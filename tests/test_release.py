@@ -20,7 +20,7 @@ import torch
 from conftest import tiny_run
 
 from common.errors import InputDataError
-from common.release import PACKAGE_PATTERNS, ZIP_EPOCH, build_release, build_releases
+from common.app.release import PACKAGE_PATTERNS, ZIP_EPOCH, build_release, build_releases
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "metadata.json").is_file())

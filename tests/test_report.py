@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pytest
 
-from common.report import ReportSection, read_csv_rows, write_html_report
+from common.app.report import ReportSection, read_csv_rows, write_html_report
 
 
 class _Collector(HTMLParser):
@@ -78,7 +78,7 @@ def test_missing_figure_or_column_fails_before_writing(tmp_path):
 # ------------------------------------------------------------------------------- the demo's detection section
 
 def test_compare_intervals_needs_disjoint_intervals():
-    from common.report import compare_intervals, format_interval
+    from common.app.report import compare_intervals, format_interval
 
     assert compare_intervals(0.61, 0.9, 0.2, 0.6) == "better"
     assert compare_intervals(0.1, 0.39, 0.4, 0.8) == "worse"
@@ -90,7 +90,7 @@ def test_compare_intervals_needs_disjoint_intervals():
 
 
 def test_verdict_sentence_names_where_a_model_wins_and_loses():
-    from common.report import verdict_sentence
+    from common.app.report import verdict_sentence
 
     metric = {"AUC": ("lo", "hi")}
     model = [{"roi": "sn", "lo": 0.7, "hi": 0.9}, {"roi": "wm", "lo": 0.1, "hi": 0.3},
@@ -219,7 +219,7 @@ def test_demo_report_detection_section_from_fabricated_results(tmp_path, capsys)
 
     from scipy import stats
 
-    from common.demo import finish_demo
+    from common.app.demo import finish_demo
 
     out = _fabricate_demo(tmp_path / "demo")
     planted = ["white_matter", "sn", "putamen", "gpi", "stn"]
@@ -280,7 +280,7 @@ def test_demo_report_detection_section_from_fabricated_results(tmp_path, capsys)
 
 
 def test_demo_report_refuses_a_detection_file_without_its_columns(tmp_path):
-    from common.demo import write_demo_report
+    from common.app.demo import write_demo_report
     from common.errors import InputDataError
 
     out = _fabricate_demo(tmp_path / "demo")

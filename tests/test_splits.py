@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from common.data import check_splits, default_n_test, make_splits, read_dataset, read_splits, split_subjects, write_splits
-from common.data.cli import splits_command
+from common.app.data_commands import splits_command
 from common.errors import InputDataError
 
 

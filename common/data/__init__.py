@@ -17,7 +17,7 @@ from .dataset_json import (
     validate_dataset,
     write_dataset,
 )
-from .nifti import (
+from common.nifti import (
     MD_MAX_MM2_PER_S,
     MODALITIES,
     ModalitySpec,

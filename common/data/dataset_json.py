@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from common.data._jsonio import format_problems, read_json, write_json_atomic
-from common.data.nifti import MODALITIES, check_header, check_same_grid, get_modality, load_checked
+from common.nifti import MODALITIES, check_header, check_same_grid, get_modality, load_checked
 from common.errors import InputDataError
 from common.grids import Grid, get_grid
 
@@ -472,7 +472,7 @@ def check_subjects(
     truncated patient file stops it before the first map is written or the first epoch trained. Checks: ids
     unique with unique output names (:func:`output_collisions`), then each ``image`` file as ``modalities``
     (in channel order, as :func:`order_channels` arranged them) and each ``anomaly`` as ``ANOMALY`` with
-    :func:`~common.data.nifti.load_checked` (grid, dimensions, finite values, range, degenerate and swapped
+    :func:`~common.nifti.load_checked` (grid, dimensions, finite values, range, degenerate and swapped
     maps), or with ``loader(image_files)`` when given (e.g. ``LoadPETImage``, which also takes Clinica's grid).
     ``what`` names the run in the message; ``source`` (the dataset.json) leads it.
 

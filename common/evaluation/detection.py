@@ -78,7 +78,7 @@ def load_ground_truth(subjects: Iterable[Mapping], bank: ErrorBank, grid: str, k
     """``{id: bool (V,)}``: the truth at the bank's voxels for every subject that names a ``key`` map
     (dataset.json's ``anomaly``), read and checked on ``grid`` like any input. The threshold is taken over the
     whole map, so the truth does not depend on which slab is analysed."""
-    from common.data.nifti import load_checked
+    from common.nifti import load_checked
 
     truth = {}
     for s in subjects:

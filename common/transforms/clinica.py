@@ -26,7 +26,7 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import ImageMetaKey
 from scipy import ndimage
 
-from common.data.nifti import AFFINE_TOLERANCE_MM, check_header
+from common.nifti import AFFINE_TOLERANCE_MM, check_header
 from common.errors import InputDataError
 from common.grids import get_grid
 from common.transforms.io import SUBJECT_ID, LoadValidatedImage

@@ -1,7 +1,7 @@
 """MONAI loading transforms that validate every file (grid, dimensions, finite values, modality range).
 
 They replace ``LoadImage`` + ``EnsureChannelFirst`` for the bundles: one file per channel is read with
-:func:`common.data.nifti.load_checked`, the channels are stacked in order, and the result is a
+:func:`common.nifti.load_checked`, the channels are stacked in order, and the result is a
 ``MetaTensor`` (C, X, Y, Z) float32 on the grid in RAS, so a bad file stops the run with a message naming it
 instead of producing a wrong anomaly map. Cache them in ``CacheDataset`` (each volume is read once).
 """
@@ -18,7 +18,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys
 
-from common.data.nifti import check_same_grid, get_modality, load_checked
+from common.nifti import check_same_grid, get_modality, load_checked
 from common.errors import InputDataError
 from common.grids import Grid, get_grid
 

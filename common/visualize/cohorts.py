@@ -13,7 +13,7 @@ from scipy import ndimage  # noqa: E402
 
 from common.atlases import Atlas  # noqa: E402
 from common.data.dataset_json import CohortDataset  # noqa: E402
-from common.data.nifti import load_checked  # noqa: E402
+from common.nifti import load_checked  # noqa: E402
 
 __all__ = ["plot_cohort_overview", "axial_index"]
 

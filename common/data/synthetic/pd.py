@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from common.atlases import Atlas, load_atlas
-from common.data.nifti import MD_MAX_MM2_PER_S
+from common.nifti import MD_MAX_MM2_PER_S
 from common.data.synthetic.base import (
     DISEASE_STREAM,
     SubjectSpec,

@@ -43,6 +43,7 @@ from pathlib import Path
 from common.cache import sha256_file
 from common.data._jsonio import write_bytes_atomic
 from common.errors import InputDataError
+from common.paths import BUNDLES_DIR, PACKAGE_DIR
 
 __all__ = ["DEFAULT_BUNDLES_DIR", "PACKAGE_PATTERNS", "Release", "build_release", "build_releases", "check_bundle",
            "release_entries", "verify_release"]
@@ -56,7 +57,7 @@ ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 WEIGHTS = "models/model.pt"
 WEIGHTS_SIDECARS = ("models/train_summary.json",)  # small, and says which epoch the weights are
 LARGE_FILES = "large_files.json"
-DEFAULT_BUNDLES_DIR = Path(__file__).resolve().parent.parent / "bundles"
+DEFAULT_BUNDLES_DIR = BUNDLES_DIR
 _VERSION = re.compile(r"^\d+\.\d+\.\d+([.+-][0-9A-Za-z.+-]+)?$")
 
 
@@ -189,7 +190,7 @@ def check_bundle(bundle_dir: str | os.PathLike) -> str:
 def release_entries(bundle_dir: Path, package_dir: Path | None = None) -> dict[str, Path]:
     """Archive name -> source file of a release, weights excluded: the bundle's files and the vendored package."""
     bundle_dir = Path(bundle_dir)
-    package_dir = Path(package_dir or Path(__file__).resolve().parent)
+    package_dir = Path(package_dir or PACKAGE_DIR)
     name = bundle_dir.name
     # a "common" folder in the bundle would be shadowed by (or shadow) the vendored copy: leave it out
     own = _walk_files(bundle_dir, skip_top=GENERATED_DIRS + (package_dir.name,))

@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from common.data._jsonio import write_json_atomic
-from common.evaluation.baseline import BASELINE_NAME
+from common.app.baseline import BASELINE_NAME
+from common.paths import experiment_dir, split_eval_dir
 
 __all__ = ["detection_headlines", "detection_verdicts", "finish_demo", "planted_rois", "run_demo", "write_demo_report"]
 
@@ -58,11 +59,11 @@ def planted_rois(config=None) -> list[str]:
 
 
 def _split0(out: Path, model: str) -> Path:
-    return out / "experiments" / model / "split_00" / "eval" / "split_0"
+    return split_eval_dir(out, model)
 
 
 def _number(value) -> float | None:
-    from common.report import _number as number
+    from common.app.report import _number as number
 
     return number(value)
 
@@ -81,10 +82,10 @@ def _step(title: str) -> float:
 
 
 def _pd_section(out: Path, bundle: str, title: str, note: str):
-    from common.report import ReportSection, format_interval, read_csv_rows
+    from common.app.report import ReportSection, format_interval, read_csv_rows
     from common.visualize.pd import roi_label
 
-    results = out / "experiments" / bundle / "split_00" / "eval" / "split_0"
+    results = _split0(out, bundle)
     if not (results / "roi_results.csv").is_file():
         return None
     section = ReportSection(title, [note])
@@ -105,7 +106,7 @@ def _pd_section(out: Path, bundle: str, title: str, note: str):
 def _pd_detection_rows(out: Path, model: str) -> list[dict] | None:
     """Split 0's ``detection.csv`` of a PD model (None if it has none); a file without the columns the tables
     show is refused naming it, before the report is written."""
-    from common.report import read_csv_rows
+    from common.app.report import read_csv_rows
 
     from common.errors import InputDataError
 
@@ -124,7 +125,7 @@ def _pd_detection_rows(out: Path, model: str) -> list[dict] | None:
 
 def _pd_detection_table(rows: Sequence[Mapping], planted: Sequence[str]) -> list[dict]:
     """Readable rows of the summary ROIs and the planted ones, in that order (ROIs the run lacks are left out)."""
-    from common.report import format_interval
+    from common.app.report import format_interval
     from common.visualize.pd import roi_label
 
     by_roi = {r["roi"]: r for r in rows}
@@ -156,7 +157,7 @@ def _shown(rows: Sequence[Mapping], planted: Sequence[str]) -> list[Mapping]:
 
 def _pd_verdicts(out: Path, planted: Sequence[str]) -> dict[str, str]:
     """Per bundle, the sentence comparing its split-0 subject AUROC / AP intervals with the baseline's."""
-    from common.report import verdict_sentence
+    from common.app.report import verdict_sentence
     from common.visualize.pd import roi_label
 
     baseline = _pd_detection_rows(out, BASELINE_NAME)
@@ -194,7 +195,7 @@ def _t_interval(row: Mapping, metric: str) -> tuple[float | None, float | None]:
 def _pet_verdicts(summary: Mapping) -> dict[str, str]:
     """ad_vae3d vs the baseline: voxel AUROC / AP of each simulated condition (degree > 0; t-intervals of the mean
     over test controls) and subject AUROC / AP of each comparison (bootstrap CIs)."""
-    from common.report import verdict_sentence
+    from common.app.report import verdict_sentence
 
     bundle = summary.get("model", "ad_vae3d")
     voxel = []
@@ -219,7 +220,7 @@ def _pet_verdicts(summary: Mapping) -> dict[str, str]:
 
 def _pet_detection_tables(summary: Mapping) -> list[tuple[str, list[dict]]]:
     """PET voxel detection (mean ± sd over test controls), the calibrated thresholds, and subject detection."""
-    from common.report import format_interval
+    from common.app.report import format_interval
 
     verdicts = _pet_verdicts(summary)
     voxel = [{"model": r.get("model", summary.get("model")), "mask": r["mask"],
@@ -255,7 +256,7 @@ def _pet_detection_tables(summary: Mapping) -> list[tuple[str, list[dict]]]:
 
 def _detection_section(out: Path, planted: Sequence[str]):
     """Per PD model, its detection table with the sentence comparing it with the baseline; then the PET ones."""
-    from common.report import ReportSection
+    from common.app.report import ReportSection
     from common.visualize.pd import roi_label
 
     verdicts = _pd_verdicts(out, planted)
@@ -292,7 +293,7 @@ def detection_headlines(out: str | Path) -> dict:
     "This run" table): per PD model its whole-brain and white-matter metrics on split 0 (the FPR at the 1 %
     threshold in %), and per PET model the CN vs AD subject AUROC and the voxel AUROC / AP of the sweep mask at
     30 %; rounded as the report prints them."""
-    from common.report import rounded
+    from common.app.report import rounded
 
     out = Path(out)
     headlines: dict = {}
@@ -341,9 +342,9 @@ def detection_verdicts(out: str | Path, planted: Sequence[str] | None = None) ->
 def _pet_section(out: Path):
     import json
 
-    from common.report import ReportSection, read_csv_rows
+    from common.app.report import ReportSection, read_csv_rows
 
-    results = out / "experiments" / "ad_vae3d" / "split_00" / "eval" / "split_0"
+    results = _split0(out, "ad_vae3d")
     if not (results / "summary.json").is_file():
         return None
     summary = json.loads((results / "summary.json").read_text())
@@ -381,10 +382,10 @@ def _comparison_section(out: Path):
     """Every PD model per ROI over splits (paper Fig. 4), with the PD paper's g-means beside the rows they mirror,
     and per bundle the sentence comparing its split-0 AUC intervals with the baseline's."""
     from common.evaluation.paper_values import PD_PAPER_GMEAN, PD_PAPER_SOURCE, RUN_SOURCE
-    from common.report import ReportSection, read_csv_rows, verdict_sentence
+    from common.app.report import ReportSection, read_csv_rows, verdict_sentence
     from common.visualize.pd import roi_label
 
-    compare = out / "experiments" / "compare"
+    compare = experiment_dir(out, "compare")
     if not (compare / "split_aggregates.csv").is_file():
         return None
     rows = read_csv_rows(compare / "split_aggregates.csv", _COMPARE_COLUMNS)
@@ -430,7 +431,7 @@ def _comparison_section(out: Path):
 
 def write_demo_report(out: str | Path, summary: dict) -> Path:
     """``OUT/report.html``: every bundle's tables and figures found under ``out``, plus the run's timings."""
-    from common.report import ReportSection, read_csv_rows, write_html_report
+    from common.app.report import ReportSection, read_csv_rows, write_html_report
 
     out = Path(out)
     sections = [ReportSection(
@@ -502,7 +503,7 @@ def run_demo(out: str = "outputs/demo", seed: int = 0, pd_controls: int = 20, pd
     """
     # here, not at the top: the report and its tests need neither torch nor MONAI, which the cohorts import
     from common.atlases import load_atlas
-    from common.atlases.cli import format_roi_table
+    from common.app.atlas_commands import format_roi_table
     from common.data.dataset_json import read_dataset, validate_dataset
     from common.data.splits import make_splits, write_splits
     from common.data.synthetic import PDCohortConfig, PETCohortConfig, make_pd_cohort, make_pet_cohort
@@ -546,19 +547,19 @@ def run_demo(out: str = "outputs/demo", seed: int = 0, pd_controls: int = 20, pd
           f"{manifest['n_patients']} patients tested in each")
 
     if train:
-        from common.evaluation.experiment import run_pd_experiment
+        from common.app.experiment import run_pd_experiment
 
         start = _step(f"pd_ae: train {pd_ae_epochs} epochs on split 0, evaluate per ROI (paper: 160 epochs, 10 splits)")
-        experiment = run_pd_experiment("pd_ae", dataset_dir=str(pd_folder), out=out / "experiments" / "pd_ae", splits=1,
+        experiment = run_pd_experiment("pd_ae", dataset_dir=str(pd_folder), out=experiment_dir(out, "pd_ae"), splits=1,
                                        seed=seed, epochs=pd_ae_epochs)
         summary["pd_ae_seconds"] = round(time.perf_counter() - start, 1)
-        summary["pd_ae_results"] = str(out / "experiments" / "pd_ae" / "split_00" / "eval" / "split_0")
+        summary["pd_ae_results"] = str(_split0(out, "pd_ae"))
         whole = next(r for r in experiment["rows"] if r["roi"] == "whole_brain")
         summary["pd_ae_whole_brain_auc"] = round(whole["auc_mean"], 3)
 
         start = _step(f"pd_sae: train {pd_sae_epochs} epochs of {pd_sae_pairs:,} pairs on split 0, evaluate per ROI "
                       "(paper: 30 epochs of 300,000 pairs)")
-        experiment = run_pd_experiment("pd_sae", dataset_dir=str(pd_folder), out=out / "experiments" / "pd_sae",
+        experiment = run_pd_experiment("pd_sae", dataset_dir=str(pd_folder), out=experiment_dir(out, "pd_sae"),
                                        splits=1, seed=seed, epochs=pd_sae_epochs,
                                        overrides={"pairs_per_epoch": pd_sae_pairs})
         summary["pd_sae_seconds"] = round(time.perf_counter() - start, 1)
@@ -568,23 +569,23 @@ def run_demo(out: str = "outputs/demo", seed: int = 0, pd_controls: int = 20, pd
         start = _step("normative baseline: fit voxel-wise z-scores of FA and MD on split 0's controls, "
                       "evaluate per ROI")
         experiment = run_pd_experiment(BASELINE_NAME, dataset_dir=str(pd_folder),
-                                       out=out / "experiments" / BASELINE_NAME, splits=1, seed=seed)
+                                       out=experiment_dir(out, BASELINE_NAME), splits=1, seed=seed)
         summary["normative_seconds"] = round(time.perf_counter() - start, 1)
         whole = next(r for r in experiment["rows"] if r["roi"] == "whole_brain")
         summary["normative_whole_brain_auc"] = round(whole["auc_mean"], 3)
 
-        from common.evaluation.experiment import compare_experiments
+        from common.app.experiment import compare_experiments
 
         _step("AE vs SAE vs normative baseline per ROI (paper Fig. 4)")
-        comparison = compare_experiments([out / "experiments" / m for m in PD_DEMO_MODELS],
-                                         out / "experiments" / "compare")
+        comparison = compare_experiments([experiment_dir(out, m) for m in PD_DEMO_MODELS],
+                                         experiment_dir(out, "compare"))
         summary["comparison_figure"] = comparison["paths"]["figure"]
 
-        from common.evaluation.experiment import DEMO_VAE_OVERRIDES, run_pet_experiment
+        from common.app.experiment import DEMO_VAE_OVERRIDES, run_pet_experiment
 
         start = _step(f"ad_vae3d: train {DEMO_VAE_OVERRIDES['epochs']} epochs (short CPU schedule) on split 0 of the PET "
                       "cohort, then the simulation-based evaluation (paper: 300 epochs)")
-        pet = run_pet_experiment(dataset_dir=str(pet_folder), out=out / "experiments" / "ad_vae3d", split=0, seed=seed,
+        pet = run_pet_experiment(dataset_dir=str(pet_folder), out=experiment_dir(out, "ad_vae3d"), split=0, seed=seed,
                                  overrides=DEMO_VAE_OVERRIDES)
         summary["ad_vae3d_seconds"] = round(time.perf_counter() - start, 1)
         summary["ad_vae3d_first_significant_degree"] = pet["sweep"]["first_significant_degree"]

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from common.bundle_support import require_writable_dir
-from common.evaluation.baseline import BASELINE_NAME
+from common.paths import bundle_dir, eval_dir, experiment_dir, models_dir, split_root
+from common.app.baseline import BASELINE_NAME
 from common.evaluation.fingerprint import prepare_splits
 from common.evaluation.pd import aggregate_splits, write_split_aggregates
 
@@ -31,12 +32,11 @@ __all__ = [
 PD_BUNDLES = ("pd_ae", "pd_sae")
 #: Models the PD protocol runs: the two bundles and the voxel-wise z-score baseline.
 PD_MODELS = (*PD_BUNDLES, BASELINE_NAME)
-_REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 
 
 def bundle_configs(bundle: str, bundles_dir: str | Path | None = None) -> Path:
     """The ``configs`` folder of a bundle (the repository's copy unless ``bundles_dir`` is given)."""
-    configs = Path(bundles_dir or _REPO_BUNDLES) / bundle / "configs"
+    configs = bundle_dir(bundle, bundles_dir) / "configs"
     if not (configs / "train.json").is_file():
         raise FileNotFoundError(f"no bundle {bundle!r} at {configs.parent} (expected configs/train.json)")
     return configs
@@ -60,7 +60,7 @@ def _run_workflow(config_files, workflow_type: str, overrides: Mapping) -> None:
 def _train_then_evaluate(configs: Path, root: Path, overrides: Mapping, label: str) -> None:
     """Train the bundle into ``root`` unless a finished training is there (``train_summary.json``), then run
     its evaluate config: the resumable unit of every experiment driver."""
-    if (root / "models" / "train_summary.json").is_file():
+    if (models_dir(root) / "train_summary.json").is_file():
         print(f"{label}: trained earlier, evaluating")
     else:
         print(f"{label}: training")
@@ -72,7 +72,7 @@ def _train_then_evaluate(configs: Path, root: Path, overrides: Mapping, label: s
 def _fit_then_evaluate_baseline(root: Path, settings: Mapping, label: str) -> None:
     """The baseline's counterpart of :func:`_train_then_evaluate`: fit on the split's controls, evaluate."""
     from common.data.synthetic import default_cohort
-    from common.evaluation.baseline import evaluate_normative_split
+    from common.app.baseline import evaluate_normative_split
 
     print(f"{label}: fitting the normative baseline and evaluating")
     dataset_dir = Path(settings.get("dataset_dir") or default_cohort("pd").parent)
@@ -127,7 +127,7 @@ def run_pd_experiment(bundle: str = "pd_ae", dataset_dir: str | None = None, out
     """Train and evaluate ``bundle`` on ``splits`` control splits; returns the aggregated rows and paths.
 
     ``bundle``: ``pd_ae``, ``pd_sae`` or ``normative`` (the voxel-wise z-score baseline, fitted instead of
-    trained; :mod:`common.evaluation.baseline`). ``dataset_dir`` defaults to the embedded synthetic PD cohort;
+    trained; :mod:`common.app.baseline`). ``dataset_dir`` defaults to the embedded synthetic PD cohort;
     ``epochs`` overrides the bundle's schedule (the paper's by default); ``overrides`` go to both configs (e.g.
     ``{"batch_size": 20}``). Each split holds ``n_calib`` calibration controls that training never sees; the
     thresholds come from ``reference_pool`` (``"calib"``, or ``"train"``: the paper's pool, whose errors the model
@@ -138,7 +138,7 @@ def run_pd_experiment(bundle: str = "pd_ae", dataset_dir: str | None = None, out
     if bundle not in PD_MODELS:
         raise ValueError(f"unknown PD model {bundle!r}; expected one of {PD_MODELS}")
     configs = None if bundle == BASELINE_NAME else bundle_configs(bundle, bundles_dir)
-    out = Path(out or Path("outputs") / "experiments" / bundle)
+    out = Path(out or experiment_dir(None, bundle))
     common = {"split_seed": seed, "n_splits": splits, "n_val": n_val, "seed": seed, "progress": progress,
               "n_calib": int(n_calib), "reference_pool": reference_pool,
               **({"scoring": scoring} if scoring is not None else {}),
@@ -147,12 +147,12 @@ def run_pd_experiment(bundle: str = "pd_ae", dataset_dir: str | None = None, out
         common["epochs"] = int(epochs)
     _check_experiment_input(configs, common, splits, bundle)
     require_writable_dir(out, "the experiment's --out")
-    plans = [(out / f"split_{i:02d}", {**common, "split_index": i, "bundle_root": str(out / f"split_{i:02d}")})
+    plans = [(split_root(out, i), {**common, "split_index": i, "bundle_root": str(split_root(out, i))})
              for i in range(splits)]
     prepare_splits(configs, plans, overwrite=overwrite)  # refuses changed data or settings before any work
     results, timings = [], []
     for index, (root, split_overrides) in enumerate(plans):
-        result_file = root / "eval" / f"split_{index}" / "pd_evaluation.json"
+        result_file = eval_dir(root, index) / "pd_evaluation.json"
         if result_file.is_file():
             print(f"[{bundle}] split {index}: done earlier, reusing {result_file}")
         else:
@@ -200,7 +200,7 @@ def run_pet_experiment(dataset_dir: str | None = None, out: str | Path | None = 
     other data or settings is refused before any work unless ``overwrite``.
     """
     configs = bundle_configs("ad_vae3d", bundles_dir)
-    root = Path(out or Path("outputs") / "experiments" / "ad_vae3d") / f"split_{split:02d}"
+    root = split_root(out or experiment_dir(None, "ad_vae3d"), split)
     settings = {"split_index": split, "split_seed": seed, "n_splits": n_splits, "n_val": n_val, "seed": seed,
                 "progress": progress, "bundle_root": str(root),
                 **({"dataset_dir": str(dataset_dir)} if dataset_dir else {}),
@@ -208,7 +208,7 @@ def run_pet_experiment(dataset_dir: str | None = None, out: str | Path | None = 
                 **({"learning_rate": float(learning_rate)} if learning_rate is not None else {}), **(overrides or {})}
     require_writable_dir(root.parent, "the experiment's --out")
     prepare_splits(configs, [(root, settings)], overwrite=overwrite)  # refuses changed data or settings
-    summary_file = root / "eval" / f"split_{split}" / "summary.json"
+    summary_file = eval_dir(root, split) / "summary.json"
     if summary_file.is_file():
         print(f"[ad_vae3d] split {split}: evaluated earlier, reusing {summary_file}")
         return json.loads(summary_file.read_text())

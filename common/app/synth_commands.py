@@ -22,7 +22,7 @@ def _summary(folder, seconds_per_subject: float) -> None:
 def synth_pd(out: str, n_controls: int, n_patients: int, seed: int, effect_size: float, heterogeneity: float,
              paper_size: bool, overwrite: bool, progress: bool, locations: str = "mixed",
              nuclei: str = "sn,putamen,gpi,stn", fixed_change: bool = False) -> None:
-    """``synth pd``: the PD DTI cohort (FA, MD on the 1.5 mm grid); flags documented in ``common.__main__``."""
+    """``synth pd``: the PD DTI cohort (FA, MD on the 1.5 mm grid); flags documented in ``common.app.commands``."""
     from common.data.synthetic.pd import PDCohortConfig, make_pd_cohort
 
     targets = tuple(n.strip() for n in (nuclei.split(",") if isinstance(nuclei, str) else nuclei) if n.strip())
@@ -35,7 +35,7 @@ def synth_pd(out: str, n_controls: int, n_patients: int, seed: int, effect_size:
 
 def synth_pet(out: str, n_controls: int, n_patients: int, seed: int, degree_min: float, degree_max: float,
               paper_size: bool, overwrite: bool, progress: bool) -> None:
-    """``synth pet``: the FDG PET cohort (SUVR on the 2 mm grid); flags documented in ``common.__main__``."""
+    """``synth pet``: the FDG PET cohort (SUVR on the 2 mm grid); flags documented in ``common.app.commands``."""
     from common.data.synthetic.pet import PETCohortConfig, make_pet_cohort
 
     kwargs = {"seed": seed, "degree_range": (float(degree_min), float(degree_max))}

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.paths import models_dir
+
 __all__ = ["LadderSettings", "run_detection_benchmark"]
 
 #: ROIs of the headline tables (every PD ROI is in detection.csv).
@@ -114,8 +116,8 @@ def make_ladder_cohort(out: Path, settings: LadderSettings, seed: int, progress:
         write_dataset(folder / "dataset.json", name=f"PD detection ladder, seed {seed}", grid=grid.name,
                       modality=["FA", "MD"], subjects=entries,
                       description="Synthetic PD DTI controls and the same patients at each rung of an effect-size "
-                                  "ladder (common.evaluation.benchmark).",
-                      extra={"generator": {"module": "common.evaluation.benchmark", "seed": seed}})
+                                  "ladder (common.app.benchmark).",
+                      extra={"generator": {"module": "common.app.benchmark", "seed": seed}})
 
     folder, _ = write_cohort(out, inputs, subjects, render, write_json, desc=f"ladder cohort, seed {seed}",
                              progress=progress, overwrite=True)
@@ -135,14 +137,14 @@ def _bundle_error_maps(bundle: str, root: Path, overrides: Mapping, subjects: Se
     from tqdm.auto import tqdm
 
     from common.bundle_support import load_weights
-    from common.evaluation.experiment import bundle_configs
+    from common.app.experiment import bundle_configs
 
     configs = bundle_configs(bundle)
     parser = ConfigParser()
     parser.read_config([str(configs / "train.json"), str(configs / "evaluate.json")])
     parser.update({**overrides, "bundle_root": str(root)})
     device = parser.get_parsed_content("device")
-    network = load_weights(parser.get_parsed_content("network"), root / "models" / "model.pt", map_location=device)
+    network = load_weights(parser.get_parsed_content("network"), models_dir(root) / "model.pt", map_location=device)
     network.eval()
     preprocessing = parser.get_parsed_content("preprocessing")
     inferer = parser.get_parsed_content("inferer")
@@ -171,7 +173,7 @@ def _normative_maps(root: Path, fit_subjects, subjects, bank, progress: bool) ->
                                    desc="normative: reference controls")
     model.fit(np.stack(volumes))
     del volumes
-    model.save(root / "models" / "normative", affine=atlas.grid.affine)
+    model.save(models_dir(root) / "normative", affine=atlas.grid.affine)
     maps = load_subject_volumes(subjects, "spm1p5", ["FA", "MD"], keep=lambda i, v: model.score(v),
                                 progress=progress, desc="normative: scoring")
     for subject, zmap in zip(subjects, maps):
@@ -187,7 +189,7 @@ def run_detection_benchmark(out: str | Path, settings: LadderSettings | None = N
     from common.atlases import load_atlas
     from common.data import pool_subjects, read_dataset, split_subjects
     from common.evaluation.detection import load_ground_truth, standardise_bank
-    from common.evaluation.experiment import _run_workflow, bundle_configs
+    from common.app.experiment import _run_workflow, bundle_configs
     from common.evaluation.pd import ErrorBank, pd_roi_masks
 
     settings = settings or (LadderSettings.quick() if quick else LadderSettings())
@@ -227,7 +229,7 @@ def run_detection_benchmark(out: str | Path, settings: LadderSettings | None = N
                 overrides = {"dataset_dir": str(dataset_json.parent), "split_index": 0, "n_splits": 1,
                              "split_seed": seed, "seed": seed, "n_val": settings.n_val, "n_calib": settings.n_calib,
                              "progress": progress, "num_workers": 0, **getattr(settings, model)}
-                if not (root / "models" / "train_summary.json").is_file():
+                if not (models_dir(root) / "train_summary.json").is_file():
                     _run_workflow([bundle_configs(model) / "train.json"], "train", {**overrides,
                                                                                    "bundle_root": str(root)})
                 _bundle_error_maps(model, root, overrides, needed, bank, progress)

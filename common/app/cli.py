@@ -1,7 +1,7 @@
 """The project's command-line parser: help and argument checks read from each command's signature and docstring.
 
 A command is a plain function (or a class whose public methods are subcommands). Its signature gives the flags,
-their types and defaults; the ``Args:`` section of its docstring gives each flag's one-line help; :data:`RANGES`
+their types and defaults; the ``Args:`` section of its docstring gives each flag's one-line help; :data:`common.settings.RANGES`
 gives the allowed range of every flag of that name in any command. So adding a flag is one parameter and one
 docstring line, and it is checked and documented with no more code.
 
@@ -18,73 +18,21 @@ modules (torch, MONAI, nibabel) inside their bodies.
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from common.errors import SettingsError
+from common.settings import RANGES, check_value, describe_expected
 
-__all__ = ["RANGES", "SETTING_KINDS", "Flag", "flags_of", "parse_command_line", "format_help", "check_value", "iter_commands",
+__all__ = ["RANGES", "Flag", "flags_of", "parse_command_line", "format_help", "check_value", "iter_commands",
            "run_command_line", "GLOBAL_FLAGS"]
-
-# Allowed ranges of flags and bundle settings by name, (low, high) inclusive; None: unbounded. A name listed here
-# is checked in every command that has it and by ``common.bundle_support.check_settings``.
-RANGES: dict[str, tuple[float | None, float | None]] = {
-    "epochs": (1, None),
-    "splits": (1, None),
-    "n_splits": (1, None),
-    "split": (0, None),
-    "split_index": (0, None),
-    "n_val": (0, None),
-    "n_calib": (0, None),
-    "n_test": (1, None),
-    "seed": (0, 2**32 - 1),
-    "split_seed": (0, 2**32 - 1),
-    "batch_size": (1, None),
-    "val_interval": (1, None),
-    "n_slices": (1, None),
-    "n_controls": (1, None),
-    "n_patients": (0, None),
-    "pd_controls": (1, None),
-    "pd_patients": (0, None),
-    "pet_controls": (1, None),
-    "pet_patients": (0, None),
-    "pd_ae_epochs": (1, None),
-    "pd_sae_epochs": (1, None),
-    "pd_sae_pairs": (1, None),
-    "pairs_per_epoch": (1, None),
-    "pairs_per_batch": (1, None),
-    "val_pairs": (1, None),
-    "patch_size": (1, None),
-    "cache_workers": (0, None),
-    "learning_rate": (0, None),
-    "effect_size": (0, None),
-    "heterogeneity": (0, None),
-    "degree_min": (0, 100),
-    "degree_max": (0, 100),
-    "max_embedded_mb": (0, None),
-    "alpha": (0, None),
-    "beta": (0, None),
-}
-# Kinds of bundle settings checked by ``common.bundle_support.check_settings`` ('int' unless listed here); the
-# command-line flags take theirs from the annotations.
-SETTING_KINDS: dict[str, str] = {
-    "learning_rate": "float",
-    "alpha": "float",
-    "beta": "float",
-    "amp": "bool",
-    "progress": "bool",
-}
-# Flags whose low end is excluded (a learning rate of 0 trains nothing).
-_OPEN_LOW = {"learning_rate"}
 
 GLOBAL_FLAGS = {
     "--help, -h": "show this help and exit (never runs the command)",
     "--debug": "on an error, print the full traceback too (or set BRAIN_ANOMALY_DEBUG=1)",
 }
-_TRUE, _FALSE = {"true", "yes", "1"}, {"false", "no", "0"}
 
 
 @dataclass(frozen=True)
@@ -155,75 +103,6 @@ def flags_of(func: Callable) -> list[Flag]:
         required = param.default is inspect.Parameter.empty
         flags.append(Flag(name, kind, optional, None if required else param.default, required, helps.get(name, "")))
     return flags
-
-
-def _expected(kind: str, name: str) -> str:
-    lo, hi = RANGES.get(name, (None, None))
-    what = {"int": "an integer", "float": "a finite number", "bool": "true or false"}.get(kind, "a value")
-    if lo is not None and hi is not None:
-        return f"{what} in [{lo}, {hi}]"
-    if lo is not None:
-        return f"{what} {'>' if name in _OPEN_LOW else '>='} {lo}"
-    if hi is not None:
-        return f"{what} <= {hi}"
-    return what
-
-
-def check_value(name: str, value, kind: str, optional: bool = False, option: str | None = None,
-                source: str | None = None, strict: bool = False):
-    """``value`` (a command-line string or a config value) as ``kind``, checked against :data:`RANGES`;
-    raises :class:`SettingsError` naming the flag and the expected value. ``strict``: a config value, which must
-    already be of its kind (a string is refused: MONAI passes ``--epochs abc`` on as the string 'abc')."""
-    option = option or f"--{name}"
-    if value is None or (isinstance(value, str) and value == "None" and optional):
-        if optional:
-            return None
-        raise SettingsError(option, f"expected {_expected(kind, name)}, got None", source)
-    if kind == "str":
-        return value if isinstance(value, str) else str(value)
-
-    def refuse():
-        shown = repr(value) if isinstance(value, str) else f"{value!r} ({type(value).__name__})"
-        raise SettingsError(option, f"expected {_expected(kind, name)}, got {shown}", source)
-
-    if strict and isinstance(value, str):
-        refuse()
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        refuse()
-    if isinstance(value, bool):
-        refuse()
-    if kind == "int":
-        if isinstance(value, int):
-            number = value
-        elif isinstance(value, str):
-            try:
-                number = int(value.strip())
-            except ValueError:
-                refuse()
-        else:
-            refuse()
-    else:  # float
-        if isinstance(value, (int, float)):
-            number = float(value)
-        elif isinstance(value, str):
-            try:
-                number = float(value.strip())
-            except ValueError:
-                refuse()
-        else:
-            refuse()
-        if not math.isfinite(number):
-            refuse()
-    lo, hi = RANGES.get(name, (None, None))
-    if lo is not None and (number < lo or (number == lo and name in _OPEN_LOW)):
-        refuse()
-    if hi is not None and number > hi:
-        refuse()
-    return number
 
 
 def _is_group(obj) -> bool:
@@ -313,7 +192,7 @@ def _parse_flags(path: Sequence[str], func: Callable, tokens: Sequence[str]) -> 
                 raw = tokens[i]
                 i += 1
             else:
-                raise SettingsError(flag.option, f"needs a value: {_expected(flag.kind, flag.name)}")
+                raise SettingsError(flag.option, f"needs a value: {describe_expected(flag.kind, flag.name)}")
         values[flag.name] = check_value(flag.name, raw, flag.kind, flag.optional, flag.option)
     # Positional arguments fill the required parameters only: a stray word must not become an output folder
     # or a count (Fire's `synth pd --paper_size 2` made n_controls 2 and wrote a paper-size cohort).

@@ -45,6 +45,7 @@ def evaluate_normative_split(dataset_json: str | os.PathLike, root: str | os.Pat
     from common.evaluation.detection import load_ground_truth
     from common.evaluation.pd import ErrorBank, run_pd_evaluation
     from common.normative import NormativeModel
+    from common.paths import eval_dir, models_dir
 
     root = Path(root)
     split = (split_index, splits_file, n_splits, n_val, split_seed, n_calib)
@@ -60,7 +61,7 @@ def evaluate_normative_split(dataset_json: str | os.PathLike, root: str | os.Pat
                                    desc="normative: reference controls")
     model.fit(np.stack(volumes))
     del volumes
-    model.save(root / "models" / BASELINE_NAME, affine=atlas.grid.affine)
+    model.save(models_dir(root) / BASELINE_NAME, affine=atlas.grid.affine)
 
     scored = reference + [s for s in evaluation if s["id"] not in {r["id"] for r in reference}]
 
@@ -75,7 +76,7 @@ def evaluate_normative_split(dataset_json: str | os.PathLike, root: str | os.Pat
             _write_map(root / "maps" / f"{subject['id']}_zmap.nii.gz", zmap, atlas.grid.affine)
     truth = load_ground_truth(evaluation, bank, grid)
     return run_pd_evaluation(bank, None, [s["id"] for s in evaluation], [s["id"] for s in reference], atlas,
-                             root / "eval" / f"split_{split_index}", q=q, n_slices=n_slices, n_bootstrap=n_bootstrap,
+                             eval_dir(root, split_index), q=q, n_slices=n_slices, n_bootstrap=n_bootstrap,
                              seed=seed, model_name=BASELINE_NAME, split=split_index, figures=figures, verbose=verbose,
                              ground_truth=truth, fprs=fprs, scoring="zscore")
 
