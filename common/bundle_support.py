@@ -269,9 +269,10 @@ def write_training_summary(trainer, evaluator, out_dir: str | os.PathLike) -> Pa
 
 def check_settings(**settings) -> bool:
     """Refuse bad settings of a bundle run before any work (``--epochs 1.5``, ``--batch_size 0``, ``--amp maybe``):
-    each must be of its kind and in its range (:data:`common.settings.RANGES`, :data:`common.settings.SETTING_KINDS`), else
-    a :class:`~common.errors.SettingsError` names the setting and the config file. The train configs call it in
-    ``initialize``, where MONAI's overrides have already replaced the configs' values."""
+    each must be of its kind and in its range (:data:`common.settings.RANGES`,
+    :data:`common.settings.SETTING_KINDS`), else a :class:`~common.errors.SettingsError` names the setting and the
+    config file. The train configs call it in ``initialize``, where MONAI's overrides have already replaced the
+    configs' values."""
     from common.settings import SETTING_KINDS, check_value
 
     source = _config_file_from_argv(sys.argv)

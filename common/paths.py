@@ -62,5 +62,6 @@ def split_root(experiment: str | os.PathLike, split_index: int) -> Path:
 
 
 def split_eval_dir(out: str | os.PathLike | None, model: str, split_index: int = 0) -> Path:
-    """Where split ``split_index``'s results of ``model`` are: ``<out>/experiments/<model>/split_<ii>/eval/split_<i>``."""
+    """Where split ``split_index``'s results of ``model`` are:
+    ``<out>/experiments/<model>/split_<ii>/eval/split_<i>``."""
     return eval_dir(split_root(experiment_dir(out, model), split_index), split_index)

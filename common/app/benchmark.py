@@ -136,8 +136,8 @@ def _bundle_error_maps(bundle: str, root: Path, overrides: Mapping, subjects: Se
     from monai.inferers import SliceInferer
     from tqdm.auto import tqdm
 
-    from common.bundle_support import load_weights
     from common.app.experiment import bundle_configs
+    from common.bundle_support import load_weights
 
     configs = bundle_configs(bundle)
     parser = ConfigParser()
@@ -186,10 +186,10 @@ def _normative_maps(root: Path, fit_subjects, subjects, bank, progress: bool) ->
 def run_detection_benchmark(out: str | Path, settings: LadderSettings | None = None, quick: bool = False,
                             progress: bool = True) -> dict:
     """Run the ladder (resumable: cohorts, trained models and per-seed results are reused); returns the rows."""
+    from common.app.experiment import _run_workflow, bundle_configs
     from common.atlases import load_atlas
     from common.data import pool_subjects, read_dataset, split_subjects
     from common.evaluation.detection import load_ground_truth, standardise_bank
-    from common.app.experiment import _run_workflow, bundle_configs
     from common.evaluation.pd import ErrorBank, pd_roi_masks
 
     settings = settings or (LadderSettings.quick() if quick else LadderSettings())

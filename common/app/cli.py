@@ -1,9 +1,9 @@
 """The project's command-line parser: help and argument checks read from each command's signature and docstring.
 
 A command is a plain function (or a class whose public methods are subcommands). Its signature gives the flags,
-their types and defaults; the ``Args:`` section of its docstring gives each flag's one-line help; :data:`common.settings.RANGES`
-gives the allowed range of every flag of that name in any command. So adding a flag is one parameter and one
-docstring line, and it is checked and documented with no more code.
+their types and defaults; the ``Args:`` section of its docstring gives each flag's one-line help;
+:data:`common.settings.RANGES` gives the allowed range of every flag of that name in any command. So adding a flag
+is one parameter and one docstring line, and it is checked and documented with no more code.
 
 Why not ``fire.Fire``: Fire takes ``-h`` as an abbreviation of the first flag starting with ``h`` (``synth pd -h``
 wrote a 40-subject cohort), passes ``1.5`` on to an ``int`` flag, turns ``abc`` into a traceback and hands unknown

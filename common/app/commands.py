@@ -30,8 +30,8 @@ def _commands() -> dict:
             rebuild: build again even when a cached atlas passes its checks
             quiet: print one line per grid instead of the ROI table
         """
-        from common.grids import GRIDS
         from common.errors import SettingsError
+        from common.grids import GRIDS
 
         if grid != "all" and grid not in GRIDS:
             raise SettingsError("--grid", f"unknown grid {grid!r}; expected one of: all, {', '.join(GRIDS)}")

@@ -15,8 +15,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from common.data._jsonio import write_json_atomic
 from common.app.baseline import BASELINE_NAME
+from common.data._jsonio import write_json_atomic
 from common.paths import experiment_dir, split_eval_dir
 
 __all__ = ["detection_headlines", "detection_verdicts", "finish_demo", "planted_rois", "run_demo", "write_demo_report"]
@@ -107,7 +107,6 @@ def _pd_detection_rows(out: Path, model: str) -> list[dict] | None:
     """Split 0's ``detection.csv`` of a PD model (None if it has none); a file without the columns the tables
     show is refused naming it, before the report is written."""
     from common.app.report import read_csv_rows
-
     from common.errors import InputDataError
 
     path = _split0(out, model) / "detection.csv"
@@ -381,8 +380,8 @@ def _pet_section(out: Path):
 def _comparison_section(out: Path):
     """Every PD model per ROI over splits (paper Fig. 4), with the PD paper's g-means beside the rows they mirror,
     and per bundle the sentence comparing its split-0 AUC intervals with the baseline's."""
-    from common.evaluation.paper_values import PD_PAPER_GMEAN, PD_PAPER_SOURCE, RUN_SOURCE
     from common.app.report import ReportSection, read_csv_rows, verdict_sentence
+    from common.evaluation.paper_values import PD_PAPER_GMEAN, PD_PAPER_SOURCE, RUN_SOURCE
     from common.visualize.pd import roi_label
 
     compare = experiment_dir(out, "compare")
@@ -502,8 +501,8 @@ def run_demo(out: str = "outputs/demo", seed: int = 0, pd_controls: int = 20, pd
     ``OUT/summary.json``.
     """
     # here, not at the top: the report and its tests need neither torch nor MONAI, which the cohorts import
-    from common.atlases import load_atlas
     from common.app.atlas_commands import format_roi_table
+    from common.atlases import load_atlas
     from common.data.dataset_json import read_dataset, validate_dataset
     from common.data.splits import make_splits, write_splits
     from common.data.synthetic import PDCohortConfig, PETCohortConfig, make_pd_cohort, make_pet_cohort

@@ -13,11 +13,11 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from common.bundle_support import require_writable_dir
-from common.paths import bundle_dir, eval_dir, experiment_dir, models_dir, split_root
 from common.app.baseline import BASELINE_NAME
+from common.bundle_support import require_writable_dir
 from common.evaluation.fingerprint import prepare_splits
 from common.evaluation.pd import aggregate_splits, write_split_aggregates
+from common.paths import bundle_dir, eval_dir, experiment_dir, models_dir, split_root
 
 __all__ = [
     "DEMO_VAE_OVERRIDES",
@@ -71,8 +71,8 @@ def _train_then_evaluate(configs: Path, root: Path, overrides: Mapping, label: s
 
 def _fit_then_evaluate_baseline(root: Path, settings: Mapping, label: str) -> None:
     """The baseline's counterpart of :func:`_train_then_evaluate`: fit on the split's controls, evaluate."""
-    from common.data.synthetic import default_cohort
     from common.app.baseline import evaluate_normative_split
+    from common.data.synthetic import default_cohort
 
     print(f"{label}: fitting the normative baseline and evaluating")
     dataset_dir = Path(settings.get("dataset_dir") or default_cohort("pd").parent)

@@ -1,9 +1,20 @@
-"""Real data in: NIfTI validation, the dataset.json reader/writer and the control splits.
+"""Real data in: the dataset.json reader/writer and the control splits; the NIfTI checks of :mod:`common.nifti`
+(one layer below, as the transforms use them too) are re-exported here.
 
 Everything here depends on nibabel and numpy only (no torch); the MONAI transforms built on it live in
 :mod:`common.transforms`. The exception, pd_sae's :class:`~common.data.pairs.SiamesePairSampler` (a torch
 ``IterableDataset``), is imported only when asked for, so ``import common.data`` stays torch-free.
 """
+
+from common.nifti import (
+    MD_MAX_MM2_PER_S,
+    MODALITIES,
+    ModalitySpec,
+    check_header,
+    check_same_grid,
+    get_modality,
+    load_checked,
+)
 
 from .dataset_json import (
     GROUPS,
@@ -16,15 +27,6 @@ from .dataset_json import (
     read_dataset,
     validate_dataset,
     write_dataset,
-)
-from common.nifti import (
-    MD_MAX_MM2_PER_S,
-    MODALITIES,
-    ModalitySpec,
-    check_header,
-    check_same_grid,
-    get_modality,
-    load_checked,
 )
 from .splits import (
     SPLIT_PARTS,
