@@ -6,11 +6,11 @@ from pathlib import Path
 
 from common.paths import BUNDLES_DIR, REPO_DIR
 
-__all__ = ["REPO", "BUNDLES_DIR", "LOADER_PREFIX", "available_bundles", "anomaly_map_key", "input_modalities",
+__all__ = ["BUNDLES_DIR", "LOADER_PREFIX", "REPO", "anomaly_map_key", "available_bundles", "input_modalities",
            "is_loader"]
 
-#: The repository and its bundles, as the library knows them (:mod:`common.paths` owns both).
-REPO, BUNDLES_DIR = REPO_DIR, BUNDLES_DIR
+#: The repository; it and its ``BUNDLES_DIR`` are the library's (:mod:`common.paths` owns both).
+REPO = REPO_DIR
 
 #: The transform of the bundles' inference post-processing that computes the voxel anomaly map.
 ERROR_TRANSFORM = "ReconstructionErrord"

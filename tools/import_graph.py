@@ -131,7 +131,7 @@ def cycles(edges) -> list[list[str]]:
         state[node] = 1
         for nxt in sorted(out.get(node, [])):
             if state.get(nxt) == 1:
-                found.append(stack[stack.index(nxt):] + [nxt])
+                found.append([*stack[stack.index(nxt):], nxt])
             elif nxt not in state:
                 visit(nxt, [*stack, nxt])
         state[node] = 2

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from common.errors import SettingsError
 from common.settings import RANGES, check_value, describe_expected
 
-__all__ = ["RANGES", "Flag", "flags_of", "parse_command_line", "format_help", "check_value", "iter_commands",
-           "run_command_line", "GLOBAL_FLAGS"]
+__all__ = ["GLOBAL_FLAGS", "RANGES", "Flag", "check_value", "flags_of", "format_help", "iter_commands",
+           "parse_command_line", "run_command_line"]
 
 GLOBAL_FLAGS = {
     "--help, -h": "show this help and exit (never runs the command)",
