@@ -217,3 +217,22 @@ def test_fixed_change_is_exactly_the_effect_size_on_both_sides(pd_template, seed
     varied = render_pd_subject(pd_template, PDCohortConfig(effect_size=0.15, locations="nuclei",
                                                            target_nuclei=("putamen",)), subject)
     assert varied["info"]["severity"] != 0.15
+
+
+@pytest.mark.slow
+def test_synth_pd_fixed_change_flag_reaches_the_cohort(tmp_path):
+    """`synth pd --fixed_change true --nuclei putamen --effect_size 0.15`: every patient's recorded severity is 0.15
+    and both putamina changed; the manifest records the setting."""
+    import json
+
+    from common.app.commands import main
+
+    out = tmp_path / "c"
+    main(["synth", "pd", "--out", str(out), "--n_controls", "1", "--n_patients", "2", "--effect_size", "0.15",
+          "--locations", "nuclei", "--nuclei", "putamen", "--fixed_change", "--progress", "false"])
+    subjects = json.loads((out / "dataset.json").read_text())["training"]
+    patients = [s for s in subjects if s["group"] == "patient"]
+    assert len(patients) == 2
+    for p in patients:
+        assert p["effect"]["severity"] == 0.15 and p["effect"]["nuclei"] == ["putamen_L", "putamen_R"]
+    assert json.loads((out / "manifest.json").read_text())["inputs"]["config"]["fixed_change"] is True

@@ -99,7 +99,7 @@ def _commands() -> dict:
         def pd(self, out: str = "outputs/cohorts/pd", n_controls: int = 20, n_patients: int = 20, seed: int = 0,
                effect_size: float = 0.05, heterogeneity: float = 0.0, paper_size: bool = False,
                overwrite: bool = False, progress: bool = True, locations: str = "mixed",
-               nuclei: str = "sn,putamen,gpi,stn"):
+               nuclei: str = "sn,putamen,gpi,stn", fixed_change: bool = False):
             """PD DTI cohort: FA and MD maps on the 1.5 mm grid, patients with white-matter changes.
 
             Args:
@@ -114,11 +114,12 @@ def _commands() -> dict:
                 progress: show a progress bar
                 locations: where patients' changes go: mixed (white-matter blobs and nuclei), nuclei or white_matter
                 nuclei: comma-separated nuclei that may change (e.g. putamen: one deep nucleus)
+                fixed_change: every patient changes by exactly effect_size, both sides of each affected nucleus
             """
             from common.app.synth_commands import synth_pd
 
             synth_pd(out, n_controls, n_patients, seed, effect_size, heterogeneity, paper_size, overwrite, progress,
-                     locations, nuclei)
+                     locations, nuclei, fixed_change)
 
         def pet(self, out: str = "outputs/cohorts/pet", n_controls: int = 20, n_patients: int = 10, seed: int = 0,
                 degree_min: float = 15.0, degree_max: float = 35.0, paper_size: bool = False,
