@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["BestCheckpointSaver", "PDAnomalyEvaluationHandler"]
+__all__ = ["BestCheckpointSaver", "PDAnomalyEvaluationHandler", "ReconstructionImageHandler"]
 
 _WHERE = {
     "BestCheckpointSaver": "common.handlers.checkpoint",
     "PDAnomalyEvaluationHandler": "common.handlers.pd_evaluation",
+    "ReconstructionImageHandler": "common.handlers.tensorboard_images",
 }
 
 
