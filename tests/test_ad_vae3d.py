@@ -218,6 +218,14 @@ def test_one_epoch_training_and_inference_through_configworkflow(small_pet, tmp_
     state = torch.load(tmp_path / "models" / "model.pt", weights_only=True, map_location="cpu")
     reference = VAEReconstructor(VAE3d()).eval()
     reference.load_state_dict(state)  # the checkpoint is the inference network_def's (keys vae.*)
+    # validation logged the middle axial (Y x X = 96 x 80) and coronal (80 x 80, padded) slices of its one sample,
+    # input | reconstruction | |error|, upscaled x2 so the 80-px side reaches 96 px, 2-px gaps
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "logs"), size_guidance={"images": 0})
+    events.Reload()
+    assert events.Tags()["images"] == ["val_reconstruction/0"]
+    assert [(e.step, e.height, e.width) for e in events.Images("val_reconstruction/0")] == [(1, 2 * 192 + 2, 3 * 160 + 4)]
 
     # inference on a control and the patient, and on a pet-linear copy of the control (ClinicaDL striding)
     control, patient = dataset.controls[0], dataset.patients[0]

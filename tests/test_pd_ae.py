@@ -91,6 +91,17 @@ def test_one_epoch_training_evaluation_and_inference_through_configworkflow(tiny
     train.finalize()
     summary = json.loads((tmp_path / "models" / "train_summary.json").read_text())
     assert summary["epochs"] == 1 and summary["best_val_epoch"] == 1
+    # validation logged input | reconstruction | |error| of its first samples (tiles Y x X per channel, upscaled to >= 96 px; 2-px gaps)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "logs"), size_guidance={"images": 0})
+    events.Reload()
+    c, x, y = train.parser.get_parsed_content("validate#dataset")[0]["image"].shape
+    f = -(-96 // min(x, y))
+    height, width = c * y * f + (c - 1) * 2, 3 * x * f + 2 * 2
+    assert events.Tags()["images"] == [f"val_reconstruction/{k}" for k in range(3)]
+    for k in range(3):
+        assert [(e.step, e.height, e.width) for e in events.Images(f"val_reconstruction/{k}")] == [(1, height, width)]
     assert (tmp_path / "models" / "model.pt").is_file()
 
     evaluate = bundle_workflow("pd_ae", ["train.json", "evaluate.json"], "infer", n_bootstrap=50, num_workers=0,

@@ -139,6 +139,15 @@ def test_one_epoch_training_evaluation_and_inference_through_configworkflow(tiny
     train.finalize()
     summary = json.loads((tmp_path / "models" / "train_summary.json").read_text())
     assert summary["epochs"] == 1 and summary["key_metric"] == "val_loss" and summary["best_val_epoch"] == 1
+    # validation logged input | reconstruction | |error| of its first samples (tiles the 15x15 patches of FA and MD, upscaled x7 to 105 px; 2-px gaps)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "logs"), size_guidance={"images": 0})
+    events.Reload()
+    height, width = 2 * 105 + 2, 3 * 105 + 2 * 2
+    assert events.Tags()["images"] == [f"val_reconstruction/{k}" for k in range(3)]
+    for k in range(3):
+        assert [(e.step, e.height, e.width) for e in events.Images(f"val_reconstruction/{k}")] == [(1, height, width)]
     # the siamese training checkpoint loads into the inference network
     state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
     PatchAE2d().load_state_dict(state)

@@ -7,6 +7,7 @@ import csv
 from html.parser import HTMLParser
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -295,3 +296,155 @@ def test_demo_report_refuses_a_detection_file_without_its_columns(tmp_path):
     with pytest.raises(InputDataError, match=r"detection\.csv: ROI whole_brain, column voxel_auroc: 'n/a'"):
         write_demo_report(out, {"pd_planted_rois": ["white_matter"]})
     assert not (out / "report.html").exists()
+
+
+# ------------------------------------------------------------------------- layout at 1280 px, captions, colour bars
+
+class _Layout(HTMLParser):
+    """The page's CSS text, and per table its caption and header; per figure its caption."""
+
+    def __init__(self):
+        super().__init__()
+        self.style, self.tables, self.figcaptions, self._where = "", [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append({"caption": "", "header": []})
+        elif tag == "th":
+            self.tables[-1]["header"].append("")
+        if tag in ("style", "caption", "th", "figcaption"):
+            self._where = tag
+            if tag == "figcaption":
+                self.figcaptions.append("")
+
+    def handle_endtag(self, tag):
+        if tag == self._where:
+            self._where = None
+
+    def handle_data(self, data):
+        if self._where == "style":
+            self.style += data
+        elif self._where == "caption":
+            self.tables[-1]["caption"] += data
+        elif self._where == "th":
+            self.tables[-1]["header"][-1] += data
+        elif self._where == "figcaption":
+            self.figcaptions[-1] += data
+
+
+def _css(style, selector, prop):
+    """The value of ``prop`` in the rule whose selector is ``selector`` (as the page writes it)."""
+    import re
+
+    rule = re.search(r"(?:^|[}\s])" + re.escape(selector) + r"\s*\{([^}]*)\}", style)
+    assert rule, f"no CSS rule {selector}"
+    value = re.search(rf"(?:^|;)\s*{prop}\s*:\s*([^;]+)", rule.group(1))
+    assert value, f"no {prop} in {selector}"
+    return value.group(1).strip()
+
+
+def _fabricate_pet_tables(out):
+    """ad_vae3d's sweep and six-dementia tables with every column the report shows, a paper row included."""
+    from common.visualize.pet import plot_reconstructions
+
+    folder = out / "experiments" / "ad_vae3d" / "split_00" / "eval" / "split_0"
+    columns = ["mse_image_mean", "mae_image_mean", "psnr_image_mean", "ssim_image_mean", "mse_mask_mean",
+               "mse_outside_mean", "ssim_reconstructions_image_mean", "healthiness_healthy_input_mean",
+               "healthiness_simulated_input_mean", "healthiness_reconstruction_mean"]
+    _write_rows(folder / "dementia_table.csv", [{"source": source, "dementia": d, **{c: 0.5 for c in columns}}
+                                                 for source in ("this run", "paper") for d in ("ad", "bvftd")])
+    volume = np.linspace(0, 1, 8 * 10 * 8).reshape(8, 10, 8)
+    plot_reconstructions([("CN", volume, volume * 0.9)], folder / "figures" / "reconstructions.png")
+
+
+def test_report_fits_1280_px_with_readable_headers_and_captions(tmp_path):
+    """The documented check that stands in for a browser: read the page's own CSS and assert that, at a 1280 px
+    window, the text column fits beside its padding and a scrollbar, and every table, each column at the widest
+    the CSS lets a cell grow, fits in the text column; every figure has a caption and every header is a name."""
+    from common.demo import write_demo_report
+    from common.report import PAGE_WIDTH_PX
+
+    out = _fabricate_demo(tmp_path / "demo")
+    _fabricate_pet_tables(out)
+    page = _Layout()
+    page.feed(write_demo_report(out, {"pd_planted_rois": ["white_matter", "stn"]}).read_text())
+
+    px = lambda length, em_px: float(length[:-2]) * (em_px if length.endswith("em") else 1)  # noqa: E731
+    body = px(_css(page.style, "body", "max-width"), 16)
+    padding = 16 * 1  # body padding: 0 1em
+    assert _css(page.style, "body", "padding") == "0 1em"
+    assert body + 2 * padding + 17 <= PAGE_WIDTH_PX  # 17 px: the widest common scrollbar
+    font = px(_css(page.style, "table", "font-size"), 16)
+    cell = px(_css(page.style, "th > div, td > div", "max-width"), font)
+    assert _css(page.style, "th > div, td > div", "overflow-wrap") == "anywhere"  # a long word cannot widen a cell
+    pad = px(_css(page.style, "th, td", "padding").split()[1], font)
+    widest = 0
+    for table in page.tables:
+        n = len(table["header"])
+        widest = max(widest, n)
+        assert n * (cell + 2 * pad + 1) + 1 <= body, (table["caption"], n)
+        assert not any("_" in h for h in table["header"]), table["header"]  # names, not CSV columns
+    assert widest == 9  # the PD and PET detection tables
+    # ad_vae3d's six-dementia table is split in two, its healthiness columns in the second, units in the headers
+    errors = [t for t in page.tables if t["caption"].startswith("(b) six dementias")][0]["header"]
+    health = [t for t in page.tables if t["caption"].startswith("(b, continued)")][0]["header"]
+    assert errors[:2] == ["source", "dementia (mask)"] and "PSNR, brain (dB)" in errors and "MSE, brain (a.u.)" in errors
+    assert health[:2] == ["source", "dementia (mask)"] and sum("healthiness" in h for h in health) == 3
+    sweep = [t for t in page.tables if t["caption"].startswith("(a) degree sweep")][0]["header"]
+    assert sweep[0] == "simulated degree (%)" and "measured uptake loss in the mask (%)" in sweep
+    # every figure has a caption saying what it shows, the PET rows in the figure's order, STN* explained
+    assert page.figcaptions and all(len(c.split()) >= 5 for c in page.figcaptions)
+    (reconstructions,) = [c for c in page.figcaptions if "paper Fig. 2" in c]
+    order = [reconstructions.index(w) for w in ("AD patient", "CN test control", "simulated AD")]
+    assert order == sorted(order)
+    assert "a control and a patient" not in " ".join(page.figcaptions[1:])
+    assert "(STN*) marks an approximate ROI" in (out / "report.html").read_text()
+
+
+def test_a_table_wider_than_the_page_is_split_repeating_its_first_column(tmp_path):
+    from common.report import max_table_columns
+
+    limit = max_table_columns()
+    rows = [{"name": f"r{i}", **{f"c{k}": k for k in range(2 * limit)}} for i in range(2)]
+    page = _Tables()
+    page.feed(write_html_report(tmp_path / "r.html", "t", [ReportSection("s", tables=[("wide", rows)])]).read_text())
+    assert [t["caption"] for t in page.tables] == [f"wide (part {k} of 3)" for k in (1, 2, 3)]
+    assert all(t["header"][0] == "name" and len(t["header"]) <= limit for t in page.tables)
+    shown = [h for t in page.tables for h in t["header"][1:]]
+    assert shown == [f"c{k}" for k in range(2 * limit)]  # every column once, in order
+    assert [t["rows"][1][0] for t in page.tables] == ["r1"] * 3
+
+
+def _figures_drawn(monkeypatch):
+    """Capture every figure the visualize modules save (they save through ``_save``), without rendering it."""
+    import common.visualize.pd as pd_viz
+    import common.visualize.pet as pet_viz
+
+    drawn = []
+
+    def keep(fig, out):
+        drawn.append(fig)
+        return out
+
+    monkeypatch.setattr(pd_viz, "_save", keep)
+    monkeypatch.setattr(pet_viz, "_save", keep)
+    return drawn
+
+
+def test_every_colour_bar_has_a_label_with_its_unit(tmp_path, monkeypatch):
+    from common.visualize.pd import plot_percent_abnormal_heatmap, plot_reconstruction_showcase
+    from common.visualize.pet import plot_reconstructions
+
+    drawn = _figures_drawn(monkeypatch)
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 1, (2, 6, 7, 5))
+    plot_reconstruction_showcase({"image": image, "reconstruction": image * 0.9, "error": image[0] * 0.1, "id": "p1"},
+                                 tmp_path / "a.png")
+    plot_reconstruction_showcase({"image": image, "reconstruction": image, "error": image[0], "id": "p1",
+                                  "error_label": "|z|"}, tmp_path / "b.png")
+    plot_percent_abnormal_heatmap(rng.uniform(0, 5, (4, 3)), ["control", "control", "patient", "patient"],
+                                  ["sn", "stn", "gpi"], tmp_path / "c.png", approximate={"stn": True})
+    plot_reconstructions([("CN", image[0], image[0] * 0.9)], tmp_path / "d.png")
+    labels = [ax.get_ylabel() for fig in drawn for ax in fig.axes if getattr(ax, "_colorbar", None) is not None]
+    assert labels == ["e(v), FA and MD (a.u.)", "|z|", "% abnormal voxels",
+                      "reconstruction - input (normalised uptake, a.u.)"]

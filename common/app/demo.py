@@ -25,10 +25,30 @@ _ROI_COLUMNS = ["roi", "n_voxels", "auc", "auc_ci_low", "auc_ci_high", "paper_gm
                 "mean_abnormal_controls", "mean_abnormal_patients"]
 _COMPARE_COLUMNS = ["model", "roi", "n_splits", "auc_mean", "auc_sd", "paper_gmean_mean", "paper_gmean_sd",
                     "nested_gmean_mean", "nested_gmean_sd"]
-_PD_FIGURES = (("roc_curves.png", "ROC per ROI (test controls vs patients)"),
-               ("gmean_bars.png", "g-mean per ROI: on the test set as the paper does, and nested (leave-one-out)"),
-               ("percent_abnormal_heatmap.png", "% abnormal voxels per ROI and subject"),
-               ("reconstruction_showcase.png", "input, reconstruction and error map of a control and a patient"))
+#: Marks an approximate ROI in the figures (``roi_label``); every PD section says what it means.
+APPROXIMATE_NOTE = ("An asterisk after an ROI name (STN*) marks an approximate ROI: no atlas used here draws the "
+                    "subthalamic nucleus, so it is an ellipsoid placed from the literature, minus SN, RN and thalamus "
+                    "(docs/design.md, section 2.3).")
+_PD_FIGURES = (("roc_curves.png", "ROC per ROI of the % abnormal voxels, test controls vs patients, with the paper's "
+                                  "g-mean point (* approximate ROI)"),
+               ("gmean_bars.png", "g-mean per ROI: threshold on the test set as the paper does, and nested "
+                                  "(leave-one-out); dashed line between macro and micro structures (* approximate ROI)"),
+               ("percent_abnormal_heatmap.png", "% abnormal voxels per ROI (columns) and test subject (rows: controls "
+                                                "above the white line, patients below; * approximate ROI)"),
+               ("reconstruction_showcase.png", "one test patient (id in the title) on one axial slice: FA and MD, "
+                                               "their reconstructions, and the voxel error e(v) (colour bar, a.u.)"))
+#: Readable headers with units for the PET tables: CSV column -> header. Images are min-max normalised to [0, 1], so
+#: MSE and MAE are in units of that normalised uptake (a.u.); healthiness is a ratio of mean uptakes.
+_PET_HEADERS = {
+    "source": "source", "dementia": "dementia (mask)", "mse_image_mean": "MSE, brain (a.u.)",
+    "mae_image_mean": "MAE, brain (a.u.)", "psnr_image_mean": "PSNR, brain (dB)", "ssim_image_mean": "SSIM, brain",
+    "mse_mask_mean": "MSE in the mask (a.u.)", "mse_outside_mean": "MSE outside the mask (a.u.)",
+    "ssim_reconstructions_image_mean": "SSIM between the reconstructions of healthy and simulated",
+    "healthiness_healthy_input_mean": "healthiness of the healthy input",
+    "healthiness_simulated_input_mean": "healthiness of the simulated input",
+    "healthiness_reconstruction_mean": "healthiness of the reconstruction of the simulated input",
+}
+_PET_METRICS = {"mse": "MSE (a.u.)", "mae": "MAE (a.u.)", "psnr": "PSNR (dB)", "ssim": "SSIM"}
 
 
 #: PD models whose split-0 results the report reads: the two bundles and the normative baseline.
@@ -88,7 +108,7 @@ def _pd_section(out: Path, bundle: str, title: str, note: str):
     results = _split0(out, bundle)
     if not (results / "roi_results.csv").is_file():
         return None
-    section = ReportSection(title, [note])
+    section = ReportSection(title, [note, APPROXIMATE_NOTE])
     rows = [{"ROI": roi_label(r["roi"]), "voxels": r["n_voxels"],
              "AUC [95 % CI]": format_interval(r["auc"], r["auc_ci_low"], r["auc_ci_high"]),
              "g-mean, threshold on the test set (%)": _mean_sd(r["paper_gmean"], None, scale=100, digits=1),
@@ -352,27 +372,43 @@ def _pet_section(out: Path):
         ["Trained on the cognitively normal training controls of split 0 on a short schedule. Hypometabolism is "
          "simulated on the test controls (x' = x * G_5mm(1 - d/100 M)); the reconstruction of the simulated image is "
          "compared with the healthy original."])
-    section.tables.append(("(a) degree sweep in the AD mask: MSE normalised by the healthy inputs' mean, paired t-test "
-                           "vs healthy, Bonferroni", read_csv_rows(results / "sweep_stats.csv", [
-                               "degree", "effective_reduction_uptake", "mse_normalised_mean", "mse_normalised_sd", "t",
-                               "p_bonferroni", "significant"])))
+    sweep = [{"simulated degree (%)": r["degree"],
+              "measured uptake loss in the mask (%)": _mean_sd(r["effective_reduction_uptake"], None, 100, 1),
+              "MSE / healthy MSE (mean ± sd)": _mean_sd(r["mse_normalised_mean"], r["mse_normalised_sd"]),
+              "t (paired, vs healthy)": r["t"], "p (Bonferroni)": r["p_bonferroni"], "significant": r["significant"]}
+             for r in read_csv_rows(results / "sweep_stats.csv", [
+                 "degree", "effective_reduction_uptake", "mse_normalised_mean", "mse_normalised_sd", "t",
+                 "p_bonferroni", "significant"])]
+    section.tables.append(("(a) degree sweep in the AD mask: MSE of the reconstruction normalised by the healthy "
+                           "inputs' mean MSE, paired t-test vs healthy, Bonferroni-corrected; the measured loss is "
+                           "below the nominal degree because the mask is smoothed", sweep))
     table1 = read_csv_rows(results / "dementia_table.csv")  # with the paper's rows (source column) since it has one
-    columns = [*(["source"] if table1 and "source" in table1[0] else []), "dementia", "mse_image_mean",
-               "mae_image_mean", "psnr_image_mean", "ssim_image_mean", "mse_mask_mean", "mse_outside_mean",
-               "ssim_reconstructions_image_mean", "healthiness_healthy_input_mean", "healthiness_simulated_input_mean",
-               "healthiness_reconstruction_mean"]
-    section.tables.append(("(b) six dementias at 30 %: healthy original vs reconstruction of the simulated image "
-                           "(paper Table 1)", [{c: r.get(c, "") for c in columns} for r in table1]))
+    keys = [*(["source"] if table1 and "source" in table1[0] else []), "dementia"]
+    errors = [*keys, "mse_image_mean", "mae_image_mean", "psnr_image_mean", "ssim_image_mean", "mse_mask_mean",
+              "mse_outside_mean"]
+    health = [*keys, "ssim_reconstructions_image_mean", "healthiness_healthy_input_mean",
+              "healthiness_simulated_input_mean", "healthiness_reconstruction_mean"]
+    section.tables.append(("(b) six dementias at 30 % (paper Table 1), errors: healthy original vs reconstruction of "
+                           "the simulated image (images min-max normalised, so MSE and MAE are in a.u.)",
+                           [{_PET_HEADERS[c]: r.get(c, "") for c in errors} for r in table1]))
+    section.tables.append(("(b, continued) six dementias at 30 %: healthiness is the mean uptake in the dementia's "
+                           "mask over the rest of the brain (a ratio; hypometabolism lowers it, a reconstruction that "
+                           "restores it looks healthy)", [{_PET_HEADERS[c]: r.get(c, "") for c in health} for r in table1]))
     cn_vs_ad = summary.get("cn_vs_ad") or {}
-    rows = [{"metric": m, "CN mean": v["control"]["mean"], "CN sd": v["control"]["sd"], "AD mean": v["patient"]["mean"],
+    rows = [{"metric": _PET_METRICS.get(m, m), "CN mean": v["control"]["mean"], "CN sd": v["control"]["sd"], "AD mean": v["patient"]["mean"],
              "AD sd": v["patient"]["sd"], "Welch p": v.get("p")} for m, v in cn_vs_ad.items() if "control" in v]
     if rows:
         section.tables.append(("(c) CN vs AD test subjects: input vs reconstruction (paper Table 2)", rows))
     figures = results / "figures"
     section.figures += [(caption, figures / name) for name, caption in (
-        ("sweep_mse.png", "normalised MSE per degree (paper Fig. 1)"),
-        ("reconstructions.png", "input, reconstruction, difference: CN, its simulated AD, an AD subject (paper Fig. 2)"),
-        ("voxel_detection.png", "voxel-level AUROC / AP per degree and dementia")) if (figures / name).is_file()]
+        ("sweep_mse.png", "MSE / healthy MSE per degree of simulated hypometabolism, one point per test control "
+                          "(paper Fig. 1)"),
+        ("reconstructions.png", "rows, top to bottom: an AD patient of the test set (when it has one), a CN test "
+                                "control, and the same control with simulated AD hypometabolism; per plane the input, "
+                                "its reconstruction and reconstruction - input (colour bar, normalised uptake, a.u.) "
+                                "(paper Fig. 2)"),
+        ("voxel_detection.png", "voxel-level AUROC and average precision per degree and dementia, one line per "
+                                "model")) if (figures / name).is_file()]
     section.paragraphs.append("Voxel and subject detection, against the normative baseline: see the Detection section.")
     return section
 
@@ -420,7 +456,7 @@ def _comparison_section(out: Path):
         ["AUC and g-mean of the % abnormal voxels per ROI, test controls vs patients, mean ± sd over the splits run "
          f"here. The rows labelled {PD_PAPER_SOURCE} are the PD paper's published g-means (10 splits of 41 training / "
          "15 test controls vs 129 patients on real PPMI data): only the trend is comparable with a synthetic cohort.",
-         *sentences],
+         APPROXIMATE_NOTE, *sentences],
         [(f"mean over splits per model and ROI, with the paper's g-means ({PD_PAPER_SOURCE})", table)],
         [(f"{title}: {m}", compare / "figures" / f"model_comparison_{m}.png")
          for m in ("auc", "paper_gmean", "nested_gmean")
@@ -438,7 +474,8 @@ def write_demo_report(out: str | Path, summary: dict) -> Path:
         ["Synthetic cohorts on real anatomy (ICBM152 tissue maps, AAL3/HCPEx regions): PD DTI FA/MD maps on the SPM "
          "1.5 mm grid and FDG PET SUVR on the ClinicaDL 2 mm grid. Patients carry planted changes whose ground-truth "
          "maps are saved next to the images."],
-        figures=[("a control and a patient of each cohort, with the ground-truth anomaly map",
+        figures=[("one row per cohort (PD: FA; PET: SUVR): a control and a patient on one axial slice with atlas "
+                  "contours, the patient against the control mean, and the patient's ground-truth change map",
                   out / "figures" / "cohorts_overview.png")],
     )]
     sections += [s for s in (

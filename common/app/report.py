@@ -13,6 +13,7 @@ import datetime
 import html
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,21 +21,40 @@ from pathlib import Path
 from common.data._jsonio import write_text_atomic
 from common.errors import InputDataError
 
-__all__ = ["ReportSection", "compare_intervals", "format_interval", "read_csv_rows", "rounded", "verdict_sentence",
-           "write_html_report"]
+__all__ = ["PAGE_WIDTH_PX", "ReportSection", "compare_intervals", "format_interval", "max_table_columns", "read_csv_rows",
+           "rounded", "verdict_sentence", "write_html_report"]
 
-_STYLE = """
-body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto; max-width: 1200px;
-       color: #222; line-height: 1.45; padding: 0 1em; }
-h1 { border-bottom: 2px solid #446; padding-bottom: .3em; }
-h2 { margin-top: 2em; border-bottom: 1px solid #ccd; padding-bottom: .2em; }
-table { border-collapse: collapse; margin: .8em 0 1.4em; font-size: 0.86em; }
-th, td { border: 1px solid #ccd; padding: .25em .6em; text-align: right; }
-th { background: #eef; } td:first-child, th:first-child { text-align: left; }
-caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: .3em; }
-figure { margin: 1em 0 2em; } figure img { max-width: 100%; border: 1px solid #ddd; }
-figcaption { font-size: .9em; color: #555; }
-nav a { margin-right: 1em; } .meta { color: #666; font-size: .9em; }
+#: The page must read in a browser window this wide: no table wider than the text column, no sideways scrolling.
+PAGE_WIDTH_PX = 1280
+#: Width of the text column (CSS ``max-width`` of the body), under ``PAGE_WIDTH_PX`` minus its padding and a scrollbar.
+BODY_MAX_WIDTH_PX = 1200
+#: Table font size (em of the 16 px body font), widest cell content and cell padding (em of the table font): cell
+#: text wraps at ``COLUMN_MAX_EM``, so a table of n columns is at most n * (COLUMN_MAX_EM + 2 * CELL_PADDING_EM)
+#: em wide plus its borders, whatever its content.
+TABLE_FONT_EM, COLUMN_MAX_EM, CELL_PADDING_EM = 0.84, 9.0, 0.3
+
+
+def max_table_columns() -> int:
+    """How many columns of the widest possible kind fit in the text column (1 px borders)."""
+    column_px = 16 * TABLE_FONT_EM * (COLUMN_MAX_EM + 2 * CELL_PADDING_EM) + 1
+    return int((BODY_MAX_WIDTH_PX - 1) // column_px)
+
+
+_STYLE = f"""
+body {{ font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto;
+       max-width: {BODY_MAX_WIDTH_PX}px; color: #222; line-height: 1.45; padding: 0 1em; }}
+h1 {{ border-bottom: 2px solid #446; padding-bottom: .3em; }}
+h2 {{ margin-top: 2em; border-bottom: 1px solid #ccd; padding-bottom: .2em; }}
+.table {{ overflow-x: auto; max-width: 100%; }}
+table {{ border-collapse: collapse; margin: .8em 0 1.4em; font-size: {TABLE_FONT_EM}em; }}
+th, td {{ border: 1px solid #ccd; padding: .25em {CELL_PADDING_EM}em; text-align: right; vertical-align: top; }}
+th > div, td > div {{ max-width: {COLUMN_MAX_EM}em; overflow-wrap: anywhere; }}
+th {{ background: #eef; font-weight: 600; }} td:first-child, th:first-child {{ text-align: left; }}
+.nw {{ white-space: nowrap; }}
+caption {{ caption-side: top; text-align: left; font-weight: 600; padding-bottom: .3em; max-width: {BODY_MAX_WIDTH_PX}px; }}
+figure {{ margin: 1em 0 2em; }} figure img {{ max-width: 100%; border: 1px solid #ddd; }}
+figcaption {{ font-size: .9em; color: #555; }}
+nav a {{ margin-right: 1em; }} .meta {{ color: #666; font-size: .9em; }}
 """
 
 
@@ -144,12 +164,16 @@ def verdict_sentence(model: str, rows: Sequence[Mapping], reference: Sequence[Ma
             f"better {better}; worse {worse}; no clear difference in {n_unclear} of {n_compared} comparisons.")
 
 
+#: An interval ``[low, high]`` or a ``± sd`` inside a cell: kept on one line, so a cell wraps before it.
+_UNBROKEN = re.compile(r"(\[[^\]]*\]|± \S+)")
+
+
 def _cell(value, digits: int) -> str:
     if isinstance(value, str):
         try:
             number = float(value)
         except ValueError:
-            return html.escape(value)
+            return _UNBROKEN.sub(r"<span class='nw'>\1</span>", html.escape(value))
         if value.strip().lstrip("-").isdigit():
             return value
         value = number
@@ -160,13 +184,28 @@ def _cell(value, digits: int) -> str:
     return html.escape(str(value))
 
 
+def _column_parts(header: list, limit: int) -> list[list]:
+    """Columns of each part of a table too wide for the page: the first (row label) column repeated in every part,
+    the others in runs of at most ``limit - 1``."""
+    if len(header) <= limit:
+        return [header]
+    step = max(1, limit - 1)
+    return [[header[0], *header[i:i + step]] for i in range(1, len(header), step)]
+
+
 def _table(caption: str, rows: list[Mapping], digits: int) -> str:
     if not rows:
         return f"<p><em>{html.escape(caption)}: no rows.</em></p>"
-    header = list(rows[0])
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(r.get(h, ''), digits)}</td>" for h in header) + "</tr>" for r in rows)
-    return f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    parts = _column_parts(list(rows[0]), max_table_columns())
+    out = []
+    for k, header in enumerate(parts):
+        title = caption + (f" (part {k + 1} of {len(parts)})" if len(parts) > 1 else "")
+        head = "".join(f"<th><div>{html.escape(str(h))}</div></th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td><div>{_cell(r.get(h, ''), digits)}</div></td>" for h in header) + "</tr>"
+                       for r in rows)
+        out.append(f"<div class='table'><table><caption>{html.escape(title)}</caption><thead><tr>{head}</tr></thead>"
+                   f"<tbody>{body}</tbody></table></div>")
+    return "\n".join(out)
 
 
 def _figure(caption: str, path: str | os.PathLike) -> str:

@@ -171,12 +171,14 @@ def plot_percent_abnormal_heatmap(table: np.ndarray, groups: Sequence[str], roi_
 
 def plot_reconstruction_showcase(showcase: Mapping, out, mask: np.ndarray | None = None, tau: float | None = None,
                                  z: int | None = None, title: str | None = None,
-                                 channel_names: Sequence[str] = ("FA", "MD")) -> Path:
+                                 channel_names: Sequence[str] = ("FA", "MD"),
+                                 error_label: str = "e(v), FA and MD (a.u.)") -> Path:
     """Paper Fig. 2 style on one axial slice: each input channel and its reconstruction, the error map and,
     with a global ``tau``, the abnormal voxels (e > tau) of the brain slab ``mask``.
 
     ``showcase``: ``image`` (C, X, Y, Z), ``reconstruction`` (C, X, Y, Z), ``error`` (X, Y, Z), ``id``,
-    optionally ``z`` (default: the middle of ``mask``'s slab, else of the volume).
+    optionally ``z`` (default: the middle of ``mask``'s slab, else of the volume) and ``error_label`` (the error's
+    colour-bar label with its unit, e.g. ``"|z|"``; default ``error_label``: the joint error over the channels).
     """
     image = np.asarray(showcase["image"], dtype=float)
     recon = np.asarray(showcase["reconstruction"], dtype=float)
@@ -186,6 +188,7 @@ def plot_reconstruction_showcase(showcase: Mapping, out, mask: np.ndarray | None
         raise ValueError(f"showcase shapes: image {image.shape} and reconstruction {recon.shape} must be (C, X, Y, Z), "
                          f"error {error.shape} must be (X, Y, Z) on the same grid")
     z = showcase.get("z", z)
+    error_label = showcase.get("error_label", error_label)
     if z is None:
         zs = np.flatnonzero(mask.any(axis=(0, 1))) if mask is not None else np.arange(error.shape[2])
         z = int(zs[len(zs) // 2])
@@ -206,7 +209,9 @@ def plot_reconstruction_showcase(showcase: Mapping, out, mask: np.ndarray | None
         ax.set_title(name, color="w", fontsize=9)
         ax.set_axis_off()
         if cmap == "inferno":
-            fig.colorbar(handle, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(colors="w", labelsize=7)
+            cbar = fig.colorbar(handle, ax=ax, fraction=0.046, pad=0.02)
+            cbar.ax.tick_params(colors="w", labelsize=7)
+            cbar.set_label(error_label, color="w", fontsize=8)
     if abnormal:
         hits = ((error > tau) & mask)[:, :, z].T
         axes[-1].imshow(np.ma.masked_where(~hits, hits.astype(float)), origin="lower", interpolation="nearest",

@@ -113,7 +113,9 @@ def plot_reconstructions(examples: Sequence[tuple], out, brain: np.ndarray | Non
                     ax.set_title(f"{plane}: {name}", fontsize=8)
         axes[row, 0].text(-0.08, 0.5, label, transform=axes[row, 0].transAxes, rotation=90, ha="right", va="center",
                           fontsize=8)
-    fig.colorbar(handle, ax=axes[:, -1].tolist(), fraction=0.05, pad=0.02).ax.tick_params(labelsize=7)
+    cbar = fig.colorbar(handle, ax=axes[:, -1].tolist(), fraction=0.05, pad=0.02)
+    cbar.ax.tick_params(labelsize=7)
+    cbar.set_label("reconstruction - input (normalised uptake, a.u.)", fontsize=8)
     fig.suptitle((title + ": " if title else "") + f"input, reconstruction and difference (planes through {cx}, "
                  f"{cy}, {cz})", fontsize=10)
     return _save(fig, out)
