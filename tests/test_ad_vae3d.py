@@ -225,7 +225,8 @@ def test_one_epoch_training_and_inference_through_configworkflow(small_pet, tmp_
     events = EventAccumulator(str(tmp_path / "logs"), size_guidance={"images": 0})
     events.Reload()
     assert events.Tags()["images"] == ["val_reconstruction/0"]
-    assert [(e.step, e.height, e.width) for e in events.Images("val_reconstruction/0")] == [(1, 2 * 192 + 2, 3 * 160 + 4)]
+    logged = [(e.step, e.height, e.width) for e in events.Images("val_reconstruction/0")]
+    assert logged == [(1, 2 * 192 + 2, 3 * 160 + 4)]
 
     # inference on a control and the patient, and on a pet-linear copy of the control (ClinicaDL striding)
     control, patient = dataset.controls[0], dataset.patients[0]

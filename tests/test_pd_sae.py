@@ -139,7 +139,8 @@ def test_one_epoch_training_evaluation_and_inference_through_configworkflow(tiny
     train.finalize()
     summary = json.loads((tmp_path / "models" / "train_summary.json").read_text())
     assert summary["epochs"] == 1 and summary["key_metric"] == "val_loss" and summary["best_val_epoch"] == 1
-    # validation logged input | reconstruction | |error| of its first samples (tiles the 15x15 patches of FA and MD, upscaled x7 to 105 px; 2-px gaps)
+    # validation logged input | reconstruction | |error| of its first samples (the 15x15 patches of FA and MD,
+    # upscaled x7 to 105 px; 2-px gaps)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(tmp_path / "logs"), size_guidance={"images": 0})

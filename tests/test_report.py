@@ -343,18 +343,21 @@ def _css(style, selector, prop):
     return value.group(1).strip()
 
 
-def _fabricate_pet_tables(out):
-    """ad_vae3d's sweep and six-dementia tables with every column the report shows, a paper row included."""
-    from common.visualize.pet import plot_reconstructions
+def _px(length, em_px):
+    """A CSS length in px (``12px`` or ``0.8em`` of an ``em_px`` font)."""
+    return float(length[:-2]) * (em_px if length.endswith("em") else 1)
 
+
+def _fabricate_pet_tables(out):
+    """ad_vae3d's six-dementia table with every column the report shows, paper rows included, and its figure."""
     folder = out / "experiments" / "ad_vae3d" / "split_00" / "eval" / "split_0"
     columns = ["mse_image_mean", "mae_image_mean", "psnr_image_mean", "ssim_image_mean", "mse_mask_mean",
                "mse_outside_mean", "ssim_reconstructions_image_mean", "healthiness_healthy_input_mean",
                "healthiness_simulated_input_mean", "healthiness_reconstruction_mean"]
     _write_rows(folder / "dementia_table.csv", [{"source": source, "dementia": d, **{c: 0.5 for c in columns}}
                                                  for source in ("this run", "paper") for d in ("ad", "bvftd")])
-    volume = np.linspace(0, 1, 8 * 10 * 8).reshape(8, 10, 8)
-    plot_reconstructions([("CN", volume, volume * 0.9)], folder / "figures" / "reconstructions.png")
+    (folder / "figures").mkdir(parents=True)
+    _png(folder / "figures" / "reconstructions.png")
 
 
 def test_report_fits_1280_px_with_readable_headers_and_captions(tmp_path):
@@ -369,15 +372,14 @@ def test_report_fits_1280_px_with_readable_headers_and_captions(tmp_path):
     page = _Layout()
     page.feed(write_demo_report(out, {"pd_planted_rois": ["white_matter", "stn"]}).read_text())
 
-    px = lambda length, em_px: float(length[:-2]) * (em_px if length.endswith("em") else 1)  # noqa: E731
-    body = px(_css(page.style, "body", "max-width"), 16)
+    body = _px(_css(page.style, "body", "max-width"), 16)
     padding = 16 * 1  # body padding: 0 1em
     assert _css(page.style, "body", "padding") == "0 1em"
     assert body + 2 * padding + 17 <= PAGE_WIDTH_PX  # 17 px: the widest common scrollbar
-    font = px(_css(page.style, "table", "font-size"), 16)
-    cell = px(_css(page.style, "th > div, td > div", "max-width"), font)
+    font = _px(_css(page.style, "table", "font-size"), 16)
+    cell = _px(_css(page.style, "th > div, td > div", "max-width"), font)
     assert _css(page.style, "th > div, td > div", "overflow-wrap") == "anywhere"  # a long word cannot widen a cell
-    pad = px(_css(page.style, "th, td", "padding").split()[1], font)
+    pad = _px(_css(page.style, "th, td", "padding").split()[1], font)
     widest = 0
     for table in page.tables:
         n = len(table["header"])
@@ -386,11 +388,12 @@ def test_report_fits_1280_px_with_readable_headers_and_captions(tmp_path):
         assert not any("_" in h for h in table["header"]), table["header"]  # names, not CSV columns
     assert widest == 9  # the PD and PET detection tables
     # ad_vae3d's six-dementia table is split in two, its healthiness columns in the second, units in the headers
-    errors = [t for t in page.tables if t["caption"].startswith("(b) six dementias")][0]["header"]
-    health = [t for t in page.tables if t["caption"].startswith("(b, continued)")][0]["header"]
-    assert errors[:2] == ["source", "dementia (mask)"] and "PSNR, brain (dB)" in errors and "MSE, brain (a.u.)" in errors
+    header = lambda start: next(t["header"] for t in page.tables if t["caption"].startswith(start))  # noqa: E731
+    errors, health = header("(b) six dementias"), header("(b, continued)")
+    assert errors[:2] == ["source", "dementia (mask)"]
+    assert "PSNR, brain (dB)" in errors and "MSE, brain (a.u.)" in errors
     assert health[:2] == ["source", "dementia (mask)"] and sum("healthiness" in h for h in health) == 3
-    sweep = [t for t in page.tables if t["caption"].startswith("(a) degree sweep")][0]["header"]
+    sweep = header("(a) degree sweep")
     assert sweep[0] == "simulated degree (%)" and "measured uptake loss in the mask (%)" in sweep
     # every figure has a caption saying what it shows, the PET rows in the figure's order, STN* explained
     assert page.figcaptions and all(len(c.split()) >= 5 for c in page.figcaptions)

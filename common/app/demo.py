@@ -29,14 +29,16 @@ _COMPARE_COLUMNS = ["model", "roi", "n_splits", "auc_mean", "auc_sd", "paper_gme
 APPROXIMATE_NOTE = ("An asterisk after an ROI name (STN*) marks an approximate ROI: no atlas used here draws the "
                     "subthalamic nucleus, so it is an ellipsoid placed from the literature, minus SN, RN and thalamus "
                     "(docs/design.md, section 2.3).")
-_PD_FIGURES = (("roc_curves.png", "ROC per ROI of the % abnormal voxels, test controls vs patients, with the paper's "
-                                  "g-mean point (* approximate ROI)"),
-               ("gmean_bars.png", "g-mean per ROI: threshold on the test set as the paper does, and nested "
-                                  "(leave-one-out); dashed line between macro and micro structures (* approximate ROI)"),
-               ("percent_abnormal_heatmap.png", "% abnormal voxels per ROI (columns) and test subject (rows: controls "
-                                                "above the white line, patients below; * approximate ROI)"),
-               ("reconstruction_showcase.png", "one test patient (id in the title) on one axial slice: FA and MD, "
-                                               "their reconstructions, and the voxel error e(v) (colour bar, a.u.)"))
+_PD_FIGURES = (
+    ("roc_curves.png", ("ROC per ROI of the % abnormal voxels, test controls vs patients, with the paper's g-mean "
+                        "point (* approximate ROI)")),
+    ("gmean_bars.png", ("g-mean per ROI: threshold on the test set as the paper does, and nested (leave-one-out); "
+                        "dashed line between macro and micro structures (* approximate ROI)")),
+    ("percent_abnormal_heatmap.png", ("% abnormal voxels per ROI (columns) and test subject (rows: controls above the "
+                                      "white line, patients below; * approximate ROI)")),
+    ("reconstruction_showcase.png", ("one test patient (id in the title) on one axial slice: FA and MD, their "
+                                     "reconstructions, and the voxel error e(v) (colour bar, a.u.)")),
+)
 #: Readable headers with units for the PET tables: CSV column -> header. Images are min-max normalised to [0, 1], so
 #: MSE and MAE are in units of that normalised uptake (a.u.); healthiness is a ratio of mean uptakes.
 _PET_HEADERS = {
@@ -393,9 +395,11 @@ def _pet_section(out: Path):
                            [{_PET_HEADERS[c]: r.get(c, "") for c in errors} for r in table1]))
     section.tables.append(("(b, continued) six dementias at 30 %: healthiness is the mean uptake in the dementia's "
                            "mask over the rest of the brain (a ratio; hypometabolism lowers it, a reconstruction that "
-                           "restores it looks healthy)", [{_PET_HEADERS[c]: r.get(c, "") for c in health} for r in table1]))
+                           "restores it looks healthy)",
+                           [{_PET_HEADERS[c]: r.get(c, "") for c in health} for r in table1]))
     cn_vs_ad = summary.get("cn_vs_ad") or {}
-    rows = [{"metric": _PET_METRICS.get(m, m), "CN mean": v["control"]["mean"], "CN sd": v["control"]["sd"], "AD mean": v["patient"]["mean"],
+    rows = [{"metric": _PET_METRICS.get(m, m), "CN mean": v["control"]["mean"], "CN sd": v["control"]["sd"],
+             "AD mean": v["patient"]["mean"],
              "AD sd": v["patient"]["sd"], "Welch p": v.get("p")} for m, v in cn_vs_ad.items() if "control" in v]
     if rows:
         section.tables.append(("(c) CN vs AD test subjects: input vs reconstruction (paper Table 2)", rows))

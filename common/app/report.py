@@ -21,8 +21,8 @@ from pathlib import Path
 from common.data._jsonio import write_text_atomic
 from common.errors import InputDataError
 
-__all__ = ["PAGE_WIDTH_PX", "ReportSection", "compare_intervals", "format_interval", "max_table_columns", "read_csv_rows",
-           "rounded", "verdict_sentence", "write_html_report"]
+__all__ = ["PAGE_WIDTH_PX", "ReportSection", "compare_intervals", "format_interval", "max_table_columns",
+           "read_csv_rows", "rounded", "verdict_sentence", "write_html_report"]
 
 #: The page must read in a browser window this wide: no table wider than the text column, no sideways scrolling.
 PAGE_WIDTH_PX = 1280
@@ -51,7 +51,7 @@ th, td {{ border: 1px solid #ccd; padding: .25em {CELL_PADDING_EM}em; text-align
 th > div, td > div {{ max-width: {COLUMN_MAX_EM}em; overflow-wrap: anywhere; }}
 th {{ background: #eef; font-weight: 600; }} td:first-child, th:first-child {{ text-align: left; }}
 .nw {{ white-space: nowrap; }}
-caption {{ caption-side: top; text-align: left; font-weight: 600; padding-bottom: .3em; max-width: {BODY_MAX_WIDTH_PX}px; }}
+caption {{ caption-side: top; text-align: left; font-weight: 600; padding-bottom: .3em; }}
 figure {{ margin: 1em 0 2em; }} figure img {{ max-width: 100%; border: 1px solid #ddd; }}
 figcaption {{ font-size: .9em; color: #555; }}
 nav a {{ margin-right: 1em; }} .meta {{ color: #666; font-size: .9em; }}

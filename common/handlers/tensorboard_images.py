@@ -45,7 +45,7 @@ def _views(volume: np.ndarray) -> list[np.ndarray]:
     if volume.ndim == 2:
         return [np.flipud(volume.T)]
     if volume.ndim == 3:
-        x, y, z = volume.shape
+        _, y, z = volume.shape
         return [np.flipud(volume[:, :, z // 2].T), np.flipud(volume[:, y // 2, :].T)]
     raise ValueError(f"a sample must be (C, X, Y) or (C, X, Y, Z), got a channel of shape {volume.shape}")
 
