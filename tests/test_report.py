@@ -354,7 +354,7 @@ def _fabricate_pet_tables(out):
     columns = ["mse_image_mean", "mae_image_mean", "psnr_image_mean", "ssim_image_mean", "mse_mask_mean",
                "mse_outside_mean", "ssim_reconstructions_image_mean", "healthiness_healthy_input_mean",
                "healthiness_simulated_input_mean", "healthiness_reconstruction_mean"]
-    _write_rows(folder / "dementia_table.csv", [{"source": source, "dementia": d, **{c: 0.5 for c in columns}}
+    _write_rows(folder / "dementia_table.csv", [{"source": source, "dementia": d, **dict.fromkeys(columns, 0.5)}
                                                  for source in ("this run", "paper") for d in ("ad", "bvftd")])
     (folder / "figures").mkdir(parents=True)
     _png(folder / "figures" / "reconstructions.png")

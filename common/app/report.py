@@ -180,7 +180,9 @@ def _cell(value, digits: int) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return ""
-        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}".rstrip("0").rstrip(".")
+        if abs(value) < 1e-3 and value != 0:
+            return f"{value:.{digits}g}"
+        return f"{value:.{digits}f}".rstrip("0").rstrip(".")
     return html.escape(str(value))
 
 

@@ -75,10 +75,10 @@ def reconstruction_panel(image, reconstruction, min_size: int = 96) -> np.ndarra
     panel = np.ones((len(rows) * (h + GAP) - GAP, 3 * (w + GAP) - GAP), np.float32)
     for r, row in enumerate(rows):
         for c, tile in enumerate(row):
-            tile = np.repeat(np.repeat(tile, factor, axis=0), factor, axis=1)
+            big = np.repeat(np.repeat(tile, factor, axis=0), factor, axis=1)
             top, left = r * (h + GAP), c * (w + GAP)
             panel[top:top + h, left:left + w] = 0.0  # padding around a smaller tile is black, not a separator
-            panel[top:top + tile.shape[0], left:left + tile.shape[1]] = tile
+            panel[top:top + big.shape[0], left:left + big.shape[1]] = big
     return panel
 
 
