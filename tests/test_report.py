@@ -364,8 +364,8 @@ def test_report_fits_1280_px_with_readable_headers_and_captions(tmp_path):
     """The documented check that stands in for a browser: read the page's own CSS and assert that, at a 1280 px
     window, the text column fits beside its padding and a scrollbar, and every table, each column at the widest
     the CSS lets a cell grow, fits in the text column; every figure has a caption and every header is a name."""
-    from common.demo import write_demo_report
-    from common.report import PAGE_WIDTH_PX
+    from common.app.demo import write_demo_report
+    from common.app.report import PAGE_WIDTH_PX
 
     out = _fabricate_demo(tmp_path / "demo")
     _fabricate_pet_tables(out)
@@ -405,7 +405,7 @@ def test_report_fits_1280_px_with_readable_headers_and_captions(tmp_path):
 
 
 def test_a_table_wider_than_the_page_is_split_repeating_its_first_column(tmp_path):
-    from common.report import max_table_columns
+    from common.app.report import max_table_columns
 
     limit = max_table_columns()
     rows = [{"name": f"r{i}", **{f"c{k}": k for k in range(2 * limit)}} for i in range(2)]
