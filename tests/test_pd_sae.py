@@ -113,7 +113,7 @@ def test_torchscript_of_both_networks():
 import json
 
 import nibabel as nib
-from conftest import bundle_workflow
+from helpers import bundle_workflow
 
 from common.data.synthetic import PDCohortConfig, make_pd_cohort
 

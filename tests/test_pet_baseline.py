@@ -15,7 +15,7 @@ from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from common.evaluation import paper_values
-from conftest import write_nifti
+from helpers import write_nifti
 from test_pet_evaluation import (DEGREES, SMALL, evaluate, normalised, numpy_gaussian, read_csv,  # noqa: F401
                                  setup, small_grid)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_run
+from helpers import tiny_run
 
 from common.errors import InputDataError
 from common.app.release import PACKAGE_PATTERNS, ZIP_EPOCH, build_release, build_releases
