@@ -79,3 +79,10 @@ def tiny_run(bundle: str) -> dict:
     if bundle not in TINY_RUNS:
         pytest.fail(f"bundle {bundle!r} has no tiny-run overrides: add them to TINY_RUNS in tests/helpers.py")
     return TINY_RUNS[bundle]
+
+
+def slow_cases(values, slow) -> list:
+    """``values`` for ``pytest.mark.parametrize`` with the cases in ``slow`` marked ``slow``: the quick lane
+    (``-m "not slow"``) keeps a representative of the suite and CI still runs every case."""
+    slow = set(slow)
+    return [pytest.param(v, marks=pytest.mark.slow, id=str(v)) if v in slow else v for v in values]

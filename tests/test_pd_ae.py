@@ -97,6 +97,7 @@ def tiny_pd(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow  # quick lane: ad_vae3d's one-epoch workflow test
 def test_one_epoch_training_evaluation_and_inference_through_configworkflow(tiny_pd, tmp_path):
     overrides = {"dataset_dir": str(tiny_pd), "bundle_root": str(tmp_path), "n_val": 1, "n_calib": 1, "epochs": 1,
                  "batch_size": 8, "n_slices": 4, "progress": False}

@@ -52,6 +52,7 @@ def run(cohort, **kwargs):
     return evaluate(cohort, scaled, **options)
 
 
+@pytest.mark.slow  # quick lane: the t-test comparison on the same cohort
 def test_baseline_thresholds_dice_and_subject_detection_match_independent_computations(cohort):
     result = run(cohort, figures=True)
     out, brain = cohort["out"], cohort["brain"]
