@@ -190,7 +190,7 @@ def _minmax(volume: np.ndarray) -> np.ndarray:
 
 
 def test_one_epoch_training_and_inference_through_configworkflow(small_pet, tmp_path):
-    from conftest import bundle_workflow
+    from helpers import bundle_workflow
 
     from common.data import read_dataset
     from common.engines import KL_LOSS, RECON_LOSS
@@ -274,7 +274,7 @@ def test_one_epoch_training_and_inference_through_configworkflow(small_pet, tmp_
 
 
 def test_inference_without_weights_fails_before_work(small_pet, tmp_path):
-    from conftest import bundle_workflow
+    from helpers import bundle_workflow
 
     infer = bundle_workflow("ad_vae3d", "inference.json", "infer", dataset_dir=str(small_pet), bundle_root=str(tmp_path))
     with pytest.raises(RuntimeError) as err:  # MONAI wraps errors of config expressions
@@ -420,7 +420,7 @@ def test_kl_warmup_and_lr_schedule_handlers_in_a_trainer():
 
 
 def test_train_config_defaults_are_the_paper_schedule_and_the_demo_recipe_is_wired(small_pet, tmp_path):
-    from conftest import bundle_workflow
+    from helpers import bundle_workflow
 
     from common.app.experiment import DEMO_VAE_OVERRIDES
     from common.networks import mean_intensity

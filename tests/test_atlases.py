@@ -8,6 +8,7 @@ import itertools
 import nibabel as nib
 import numpy as np
 import pytest
+from helpers import slow_cases
 from nibabel.processing import resample_from_to
 
 from common.atlases import load_atlas, load_region_table
@@ -26,7 +27,7 @@ def atlas2mm():
     return load_atlas("clinicadl2")
 
 
-@pytest.mark.parametrize("grid", list(GRIDS))
+@pytest.mark.parametrize("grid", slow_cases(GRIDS, {"clinica_pet_linear"}))  # the 1 mm grid: the big one
 def test_files_are_on_the_grid(grid):
     a = load_atlas(grid)
     manifest = read_manifest(a.folder)
@@ -125,6 +126,7 @@ def test_tissue_maps_are_probabilities(atlas):
     assert atlas.gm[atlas.region_mask("frontal")].mean() > atlas.wm[atlas.region_mask("frontal")].mean()
 
 
+@pytest.mark.slow  # builds an atlas twice
 def test_cached_atlas_is_reused_and_damage_triggers_rebuild(tmp_path, monkeypatch):
     monkeypatch.setenv("BRAIN_ANOMALY_CACHE", str(tmp_path))
     first = load_atlas("clinicadl2")

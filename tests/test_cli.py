@@ -36,6 +36,7 @@ def test_atlas_command_prints_roi_counts():
     assert "stn_L" in result.stdout and "approximate" in result.stdout
 
 
+@pytest.mark.slow  # synthesises a cohort through the CLI
 def test_synth_validate_splits_and_a_bad_dataset(tmp_path):
     cohort = tmp_path / "pd"
     result = run("synth", "pd", "--out", str(cohort), "--n-controls", "6", "--n-patients", "1", "--seed", "5",

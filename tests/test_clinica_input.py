@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import write_nifti
+from helpers import write_nifti
 from monai.data import MetaTensor
 
 from common.errors import InputDataError

@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 import pytest
-from conftest import TINY, write_nifti
+from helpers import TINY, write_nifti
 from monai.data import load_decathlon_datalist
 
 from common.data import CohortDataset, read_dataset, validate_dataset, write_dataset

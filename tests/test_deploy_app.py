@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import bundle_workflow
+from helpers import bundle_workflow
 from test_torchscript_export import seeded_network
 
 from common.data import read_dataset

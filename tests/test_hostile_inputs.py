@@ -17,7 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import TINY, write_nifti
+from helpers import TINY, write_nifti
 
 from common.app import main
 from common.data import check_subjects, make_splits, read_dataset, read_splits, require_distinct_splits
@@ -325,7 +325,7 @@ def test_dotted_ids_give_distinct_outputs_named_after_the_id(ids, tmp_path):
 def test_inference_refuses_every_bad_subject_before_any_output(make_cohort, tmp_path):
     """The README inference command on a cohort with a NaN in the 3rd subject: the bundle's ``initialize``
     lists it (and the truncated 5th) and the output folder is never created."""
-    from conftest import bundle_workflow
+    from helpers import bundle_workflow
 
     path = make_cohort(n_controls=3, n_patients=2)
     nan_file = CASES["NaN in the 3rd subject"](path.parent)[0]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import bundle_workflow, write_nifti
+from helpers import bundle_workflow, write_nifti
 
 from common.app import main
 from common.errors import InputDataError

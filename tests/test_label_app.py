@@ -27,7 +27,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import write_nifti
+from helpers import write_nifti
 from test_deploy_app import (  # noqa: F401  (cohorts: a fixture used here)
     E2E,
     assert_is_the_bundles_map,

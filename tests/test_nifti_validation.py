@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, write_nifti
+from helpers import TINY, write_nifti
 from monai.data import CacheDataset, DataLoader, MetaTensor
 from monai.transforms import Compose, SaveImage, ScaleIntensityd
 

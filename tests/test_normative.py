@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import write_nifti
 from monai.data import MetaTensor
 from scipy import ndimage, stats
 
@@ -20,7 +21,6 @@ from common.normative import (
     NormativeScored,
     fit_normative_from_subjects,
 )
-from tests.conftest import write_nifti
 
 SHAPE = (10, 12, 9)
 

@@ -294,6 +294,7 @@ def test_non_finite_volumes_rejected():
         sampler(volumes=bad)
 
 
+@pytest.mark.slow  # synthesises a PD cohort
 def test_real_files_tiny_pd_cohort(tmp_path):
     from common.atlases import load_atlas
     from common.data import read_dataset

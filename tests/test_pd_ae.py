@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import bundle_workflow
+from helpers import bundle_workflow
 from monai.inferers import SliceInferer
 
 from common.data.synthetic import PDCohortConfig, make_pd_cohort
 from common.networks import SpatialAE2d
 from common.transforms import ReconstructionError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_layer_shapes_121x145_to_4x5_and_back():
@@ -38,10 +41,27 @@ def test_torchscript_matches_eager():
     torch.testing.assert_close(torch.jit.script(net)(x), net(x))
 
 
-def test_l1_loss_is_the_mean_absolute_difference():
-    loss = torch.nn.L1Loss()
-    x, y = torch.rand(4, 2, 8, 8), torch.rand(4, 2, 8, 8)
-    assert loss(x, y).item() == pytest.approx(np.abs(x.numpy() - y.numpy()).mean(), rel=1e-6)
+def test_bundle_trainer_loss_is_the_mean_absolute_reconstruction_error():
+    """The bundle's configured trainer (its ``loss`` and ``prepare_reconstruction_batch``) scores a reconstruction
+    against its own input: a network that outputs 0.25 everywhere, on inputs 0, 0.5, 1 and 0.25, gives
+    (0.25 + 0.25 + 0.75 + 0) / 4 = 0.3125 (a squared error would give 0.171875, a sum 5.0)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / "pd_ae" / "configs" / "train.json"))
+    net = torch.nn.Conv2d(2, 2, 1)
+    with torch.no_grad():
+        net.weight.zero_()
+        net.bias.fill_(0.25)
+    image = torch.tensor([0.0, 0.5, 1.0, 0.25]).expand(1, 2, 2, 4).contiguous()  # (B, C, H, W)
+    parser["device"] = "$torch.device('cpu')"
+    parser["network_def"] = net
+    parser["train#dataloader"] = [{"image": image}]
+    parser["train#handlers"] = []
+    parser["epochs"] = 1
+    trainer = parser.get_parsed_content("train#trainer")
+    trainer.run()
+    assert trainer.state.output["loss"].item() == pytest.approx(0.3125, abs=1e-7)
 
 
 def test_joint_error_map_matches_numpy():
@@ -77,6 +97,7 @@ def tiny_pd(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow  # quick lane: ad_vae3d's one-epoch workflow test
 def test_one_epoch_training_evaluation_and_inference_through_configworkflow(tiny_pd, tmp_path):
     overrides = {"dataset_dir": str(tiny_pd), "bundle_root": str(tmp_path), "n_val": 1, "n_calib": 1, "epochs": 1,
                  "batch_size": 8, "n_slices": 4, "progress": False}

@@ -153,6 +153,7 @@ def test_roc_summary_matches_sklearn():
     assert (summary["n_controls"], summary["n_patients"]) == (15, 40)
 
 
+@pytest.mark.slow  # thousands of resamples
 def test_bootstrap_ci_properties_and_naive_reference():
     rng = np.random.default_rng(1)
 

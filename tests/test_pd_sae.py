@@ -113,7 +113,7 @@ def test_torchscript_of_both_networks():
 import json
 
 import nibabel as nib
-from conftest import bundle_workflow
+from helpers import bundle_workflow
 
 from common.data.synthetic import PDCohortConfig, make_pd_cohort
 
@@ -128,6 +128,7 @@ def tiny_pd(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow  # quick lane: ad_vae3d's one-epoch workflow test
 def test_one_epoch_training_evaluation_and_inference_through_configworkflow(tiny_pd, tmp_path):
     overrides = {"dataset_dir": str(tiny_pd), "bundle_root": str(tmp_path), "n_val": 2, "n_calib": 1, "epochs": 1,
                  "pairs_per_epoch": 900, "val_pairs": 450, "n_slices": 4, "progress": False}

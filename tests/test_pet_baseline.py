@@ -15,7 +15,7 @@ from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from common.evaluation import paper_values
-from conftest import write_nifti
+from helpers import write_nifti
 from test_pet_evaluation import (DEGREES, SMALL, evaluate, normalised, numpy_gaussian, read_csv,  # noqa: F401
                                  setup, small_grid)
 
@@ -52,6 +52,7 @@ def run(cohort, **kwargs):
     return evaluate(cohort, scaled, **options)
 
 
+@pytest.mark.slow  # quick lane: the t-test comparison on the same cohort
 def test_baseline_thresholds_dice_and_subject_detection_match_independent_computations(cohort):
     result = run(cohort, figures=True)
     out, brain = cohort["out"], cohort["brain"]

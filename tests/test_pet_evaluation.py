@@ -21,7 +21,7 @@ from common.errors import InputDataError
 from common.evaluation.pet import _SSIMMoments, degree_statistics, run_pet_evaluation, ssim_by_region, voxel_detection
 from common.grids import Grid
 from common.metrics.image import ssim, ssim_map
-from conftest import write_nifti
+from helpers import write_nifti
 
 SMALL = Grid(name="pet_small", shape=(24, 26, 22),
              affine_rows=((2.0, 0, 0, -24.0), (0, 2.0, 0, -26.0), (0, 0, 2.0, -22.0)), description="PET test grid")
@@ -133,6 +133,7 @@ def test_pipeline_writes_every_file_with_one_row_per_item(setup):
     assert result["timings"]["total_s"] > 0
 
 
+@pytest.mark.slow  # quick lane: the pipeline and identity-model tests
 def test_deterministic_and_batch_size_independent(setup):
     first = evaluate(setup, Blur(1.0), batch_size=1)
     other = evaluate(setup, Blur(1.0), batch_size=4)
@@ -212,6 +213,7 @@ def test_a_perfect_healthy_model_detects_the_mask(setup):
     assert all(r["ssim_reconstructions_image_mean"] == pytest.approx(1.0) for r in result["dementias"])
 
 
+@pytest.mark.slow  # quick lane: the pipeline and identity-model tests
 def test_healthiness_of_the_simulated_input_decreases_with_degree(setup):
     result = evaluate(setup, Blur(1.0))
     values = [r["healthiness_input_mean"] for r in result["sweep"]["degrees"]]
@@ -297,6 +299,7 @@ def test_a_model_of_the_wrong_shape_is_refused(setup):
 # ---------------------------------------------------------------------------------------- synthetic PET cohort
 
 
+@pytest.mark.slow  # quick lane: the pipeline and identity-model tests
 def test_error_rises_with_degree_on_the_synthetic_cohort(tmp_path, capsys):
     """Blur + pull towards the mean healthy training image (a linear 'healthy prior' standing in for the VAE)
     on 3 test controls of the synthetic cohort: the input-vs-reconstruction MSE rises with the degree."""
@@ -335,11 +338,12 @@ def _first_two(part: str) -> str:
             "@n_val, @split_seed)[:2]")
 
 
+@pytest.mark.slow  # quick lane: the pipeline and identity-model tests
 def test_ad_vae3d_evaluate_config_runs_the_evaluation(tmp_path):
     """train.json + evaluate.json as `monai.bundle run evaluating` merges them: the infer properties are
     complete, the weights are loaded (weights_only) into the reconstructor, results land in eval/split_<i>."""
     from common.networks import VAE3d, VAEReconstructor
-    from conftest import bundle_workflow
+    from helpers import bundle_workflow
 
     overrides = {"bundle_root": str(tmp_path), "degrees": [0, 30], "dementias": ["ad"], "progress": False,
                  "voxel_subsample": 2000, "test_subjects": _first_two("test"), "patients": _first_two("patients"),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_run
+from helpers import slow_cases, tiny_run
 
 from common.errors import InputDataError
 from common.app.release import PACKAGE_PATTERNS, ZIP_EPOCH, build_release, build_releases
@@ -56,7 +56,7 @@ def test_vendored_patterns_are_the_packages_own():
     assert set(PACKAGE_PATTERNS) == {"*.py"} | {p.removeprefix("**/") for p in data}
 
 
-@pytest.mark.parametrize("bundle", BUNDLES)
+@pytest.mark.parametrize("bundle", slow_cases(BUNDLES, set(BUNDLES) - {"pd_ae"}))  # pd_ae in the quick lane
 def test_release_is_reproducible_and_self_contained(bundle, tmp_path):
     version = json.loads((REPO / "bundles" / bundle / "configs" / "metadata.json").read_text())["version"]
     # once with the command line, once in-process: the same bytes
