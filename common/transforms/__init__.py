@@ -4,17 +4,25 @@ from .clinica import (
     CLINICADL_SLICES,
     PET_INPUT_MODES,
     LoadPETImage,
+    LoadPETImageD,
     LoadPETImaged,
+    LoadPETImageDict,
     ReducePETLinear,
+    ReducePETLinearD,
     ReducePETLineard,
+    ReducePETLinearDict,
     antialias_sigma_mm,
 )
 from .hypometabolism import (
     DEMENTIA_PATTERNS,
     RandSimulateHypometabolism,
+    RandSimulateHypometabolismD,
     RandSimulateHypometabolismd,
+    RandSimulateHypometabolismDict,
     SimulateHypometabolism,
+    SimulateHypometabolismD,
     SimulateHypometabolismd,
+    SimulateHypometabolismDict,
     smoothed_mask,
 )
 from .io import (
@@ -25,7 +33,7 @@ from .io import (
     LoadValidatedImageDict,
     subject_output_name,
 )
-from .reconstruction import ReconstructionError, ReconstructionErrord
+from .reconstruction import ReconstructionError, ReconstructionErrorD, ReconstructionErrord, ReconstructionErrorDict
 
 __all__ = [
     "PET_INPUT_MODES",
@@ -33,20 +41,30 @@ __all__ = [
     "antialias_sigma_mm",
     "ReducePETLinear",
     "ReducePETLineard",
+    "ReducePETLinearD",
+    "ReducePETLinearDict",
     "LoadPETImage",
     "LoadPETImaged",
+    "LoadPETImageD",
+    "LoadPETImageDict",
     "SUBJECT_ID",
     "subject_output_name",
     "ReconstructionError",
     "ReconstructionErrord",
+    "ReconstructionErrorD",
+    "ReconstructionErrorDict",
     "LoadValidatedImage",
     "LoadValidatedImaged",
     "LoadValidatedImageD",
     "LoadValidatedImageDict",
     "SimulateHypometabolism",
     "SimulateHypometabolismd",
+    "SimulateHypometabolismD",
+    "SimulateHypometabolismDict",
     "RandSimulateHypometabolism",
     "RandSimulateHypometabolismd",
+    "RandSimulateHypometabolismD",
+    "RandSimulateHypometabolismDict",
     "DEMENTIA_PATTERNS",
     "smoothed_mask",
 ]
