@@ -5,6 +5,7 @@ achieved figures in ``eval_metrics``, and JSON formatted as model-zoo's pre-comm
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,3 +51,96 @@ def test_reconstruction_errord_allow_missing_keys():
     # the default refuses, naming the key, as MONAI's dictionary transforms do
     with pytest.raises(KeyError, match="pred"):
         T.ReconstructionErrord()({"image": torch.from_numpy(image)})
+
+
+# ---- the ids MONAI Label and FL read: train#dataset#data, train#preprocessing and their validate# twins ----
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "metadata.json").is_file())
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_train_config_has_the_model_zoo_data_ids_and_uses_them(bundle):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / bundle / "configs" / "train.json"))
+    for part in ("train", "validate"):
+        assert f"{part}#dataset#data" in parser and f"{part}#preprocessing" in parser, (bundle, part)
+        # wired, not decorative: the dataset loads its entries with this preprocessing, and the data loader
+        # reads that dataset
+        assert parser[f"{part}#dataset#transform"] == f"@{part}#preprocessing", (bundle, part)
+        assert f"@{part}#dataset" in str(parser[f"{part}#dataloader#dataset"]), (bundle, part)
+    assert parser["validate#preprocessing"] == "%train#preprocessing"  # the same steps, its own instances
+
+
+def test_in_memory_datasets_load_through_the_configs_preprocessing(make_cohort, tiny_grid):
+    """pd_ae's and pd_sae's datasets take a MONAI datalist and a dictionary transform as ``Dataset(data,
+    transform)`` does: an extra step in ``train#preprocessing`` changes what they hold."""
+    from monai.transforms import Compose, Lambdad
+
+    from common.data import read_dataset
+    from common.data.pairs import SiamesePairSampler
+    from common.data.volumes import load_subject_volumes
+
+    subjects = [s for s in read_dataset(make_cohort(3, 0)).subjects]
+    load = T.LoadValidatedImaged("image", tiny_grid.name, ["FA", "MD"])
+    doubled = Compose([load, Lambdad("image", lambda x: 2 * x)])
+    plain = load_subject_volumes(subjects, tiny_grid, ["FA", "MD"], keep=lambda i, v: v, progress=False)
+    through = load_subject_volumes(subjects, tiny_grid, ["FA", "MD"], keep=lambda i, v: v, progress=False,
+                                   transform=doubled)
+    for a, b in zip(plain, through, strict=True):
+        np.testing.assert_array_equal(b, 2 * a)
+    assert plain[1][0, 3, 3, 3] == pytest.approx(0.2)  # conftest fills FA with 0.1 x subject number
+
+    mask = np.ones(tiny_grid.shape, bool)
+    args = {"grid": tiny_grid.name, "patch_size": 3, "n_slices": 3, "pairs_per_epoch": 20, "batch_size": 10,
+            "progress": False, "mask": mask, "seed": 0}
+    rng = np.random.default_rng
+    base = SiamesePairSampler(subjects, **args).sample(10, rng(1))
+    twice = SiamesePairSampler(subjects, **args, transform=doubled).sample(10, rng(1))
+    for key in ("centres", "subjects"):  # the same draw ...
+        torch.testing.assert_close(twice[key], base[key])
+    for key in ("x1", "x2"):  # ... of doubled patches
+        assert base[key].abs().sum() > 0
+        torch.testing.assert_close(twice[key], 2 * base[key], rtol=0, atol=0)
+
+
+# ---- bundle_root: "." as in model-zoo, meaning the bundle's own folder; never read from the command line ----
+
+def test_bundle_root_dot_is_the_bundles_own_folder(tmp_path, monkeypatch):
+    from common.bundle_support import resolve_bundle_root
+
+    repo_copy = REPO / "bundles" / "pd_ae"
+    monkeypatch.setattr("sys.argv", ["monai.bundle", "run", "--config_file", str(tmp_path / "x" / "configs" / "a.json")])
+    monkeypatch.chdir(REPO)  # the README's command, from the repository root: the copy in bundles/
+    assert Path(resolve_bundle_root(".", "pd_ae")) == repo_copy
+    monkeypatch.chdir(repo_copy)  # model-zoo's way, from the bundle's folder
+    assert Path(resolve_bundle_root(".", "pd_ae")) == repo_copy
+    elsewhere = tmp_path / "pd_ae"  # a copy of the bundle run from its own folder
+    (elsewhere / "configs").mkdir(parents=True)
+    (elsewhere / "configs" / "metadata.json").write_text("{}")
+    monkeypatch.chdir(elsewhere)
+    assert Path(resolve_bundle_root(".", "pd_ae")) == elsewhere
+    monkeypatch.chdir(tmp_path)
+    # --bundle_root DIR, as given (relative to the working folder like any path); MONAI Label and FL pass absolute
+    assert resolve_bundle_root("out/b", "pd_ae") == "out/b"
+    assert resolve_bundle_root(str(tmp_path / "b"), "pd_ae") == str(tmp_path / "b")
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_configs_put_outputs_under_the_bundle_from_the_repository_root(bundle, tmp_path, monkeypatch):
+    """What ``python -m monai.bundle run ... --config_file bundles/<name>/configs/...`` resolves from the
+    repository root, and with ``--bundle_root``: the configs themselves say ``"bundle_root": "."``."""
+    from monai.bundle import ConfigWorkflow
+
+    configs = REPO / "bundles" / bundle / "configs"
+    monkeypatch.chdir(REPO)
+    for files, out_id in ((["train.json"], "ckpt_dir"), (["train.json", "evaluate.json"], "output_dir"),
+                          (["inference.json"], "ckpt_path")):
+        files = [f"bundles/{bundle}/configs/{f}" for f in files]
+        default = ConfigWorkflow(config_file=files, workflow_type=None, logging_file=False)
+        assert default.parser["bundle_root"] == "."
+        assert Path(default.parser.get_parsed_content(out_id)).is_relative_to(configs.parent), (files, out_id)
+        moved = ConfigWorkflow(config_file=files, workflow_type=None, logging_file=False, bundle_root=str(tmp_path))
+        assert Path(moved.parser.get_parsed_content(out_id)).is_relative_to(tmp_path), (files, out_id)
