@@ -112,7 +112,8 @@ def test_bundle_root_dot_is_the_bundles_own_folder(tmp_path, monkeypatch):
     from common.bundle_support import resolve_bundle_root
 
     repo_copy = REPO / "bundles" / "pd_ae"
-    monkeypatch.setattr("sys.argv", ["monai.bundle", "run", "--config_file", str(tmp_path / "x" / "configs" / "a.json")])
+    unrelated = str(tmp_path / "x" / "configs" / "a.json")  # the command line no longer decides
+    monkeypatch.setattr("sys.argv", ["monai.bundle", "run", "--config_file", unrelated])
     monkeypatch.chdir(REPO)  # the README's command, from the repository root: the copy in bundles/
     assert Path(resolve_bundle_root(".", "pd_ae")) == repo_copy
     monkeypatch.chdir(repo_copy)  # model-zoo's way, from the bundle's folder
@@ -144,3 +145,73 @@ def test_configs_put_outputs_under_the_bundle_from_the_repository_root(bundle, t
         assert Path(default.parser.get_parsed_content(out_id)).is_relative_to(configs.parent), (files, out_id)
         moved = ConfigWorkflow(config_file=files, workflow_type=None, logging_file=False, bundle_root=str(tmp_path))
         assert Path(moved.parser.get_parsed_content(out_id)).is_relative_to(tmp_path), (files, out_id)
+
+
+# ---- overlays are config files ----
+
+def test_short_schedule_is_an_overlay_of_train_json_that_the_drivers_read():
+    """ad_vae3d's short CPU schedule lives in ``configs/train_short.json``: the model card's recipe (the values the
+    demo always trained with, so its results stay the same), every key an id ``train.json`` already has."""
+    from monai.bundle import ConfigParser
+
+    from common.evaluation.experiment import short_schedule_overrides
+
+    configs = REPO / "bundles" / "ad_vae3d" / "configs"
+    recipe = {"epochs": 24, "batch_size": 2, "learning_rate": 1e-3, "latent_head_lr_scale": 1e-3,
+              "lr_warmup_iterations": 6, "lr_cosine_decay": True, "batchnorm_momentum": 0.5, "output_bias_init": True}
+    assert short_schedule_overrides() == recipe
+    train = ConfigParser.load_config_file(configs / "train.json")
+    assert set(recipe) <= set(train) and all(train[k] != v for k, v in recipe.items())  # it changes each one
+    merged = ConfigParser()
+    merged.read_config([str(configs / "train.json"), str(configs / "train_short.json")])
+    assert {k: merged[k] for k in recipe} == recipe and merged["beta"] == train["beta"]
+
+
+# ---- eval_metrics: achieved figures, each one in the model card, with what it was measured on ----
+
+def _leaves(tree, path=()):
+    for key, value in tree.items():
+        yield from _leaves(value, (*path, key)) if isinstance(value, dict) else [((*path, key), value)]
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_eval_metrics_are_measured_figures_from_the_model_card(bundle):
+    import json
+    import math
+
+    meta = json.loads((REPO / "bundles" / bundle / "configs" / "metadata.json").read_text())
+    card = " ".join((REPO / "bundles" / bundle / "docs" / "README.md").read_text().split())
+    figures = list(_leaves(meta["eval_metrics"]))
+    assert figures and set(meta["eval_metrics"]) == set(meta["eval_metrics_measured_on"])
+    for path, value in figures:
+        assert isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value), path
+        written = {f"{value:g}", f"{value:.2f}", f"{value:.3f}", f"{100 * value:g} %"}
+        assert any(w in card for w in written), f"{bundle}: {'/'.join(path)} = {value} is not in the model card"
+    for what in meta["eval_metrics_measured_on"].values():
+        assert "model card" in what and len(what) > 60  # names the card's section and the data, split, schedule
+
+
+# ---- JSON as model-zoo's pre-commit formats it: pretty-format-json --autofix --no-sort-keys --indent=4 ----
+
+def model_zoo_format(text: str) -> str:
+    """What the hook writes: the parsed document dumped with 4-space indents, its key order kept, ASCII escapes,
+    ``": "`` after keys, and one final newline (end-of-file-fixer agrees)."""
+    import json
+
+    return json.dumps(json.loads(text), indent=4, ensure_ascii=True, separators=(",", ": ")) + "\n"
+
+
+def test_the_model_zoo_format_by_hand():
+    text = '{"b": [1, 2], "a": {"é": true}}'
+    assert model_zoo_format(text) == '{\n    "b": [\n        1,\n        2\n    ],\n    "a": {\n        "\\u00e9": true\n    }\n}\n'
+
+
+CONFIGS = sorted((REPO / "bundles").glob("*/configs/*.json"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(REPO / "bundles")) for p in CONFIGS])
+def test_bundle_configs_are_formatted_as_model_zoo_formats_them(path):
+    text = path.read_text(encoding="utf-8")
+    assert text == model_zoo_format(text), (
+        f"{path.relative_to(REPO)} is not formatted as model-zoo's pre-commit formats it; rewrite it with "
+        "tests.test_model_zoo.model_zoo_format (json.dumps(..., indent=4) + a final newline)")
