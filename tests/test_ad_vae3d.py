@@ -430,7 +430,7 @@ def test_train_config_defaults_are_the_paper_schedule_and_the_demo_recipe_is_wir
     assert kl.warmup == 0 and kl.beta == 1.0
     assert {m.momentum for m in net.modules() if isinstance(m, torch.nn.BatchNorm3d)} == {0.1}
 
-    DEMO_VAE_OVERRIDES = short_schedule_overrides()  # configs/train_short.json, merged after train.json below
+    DEMO_VAE_OVERRIDES = short_schedule_overrides()  # configs/train_short.json, merged after train.json
     demo = bundle_workflow("ad_vae3d", ["train.json", "train_short.json"], "train", **base)
     demo.initialize()
     parse = demo.parser.get_parsed_content

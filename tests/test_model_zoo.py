@@ -83,7 +83,7 @@ def test_in_memory_datasets_load_through_the_configs_preprocessing(make_cohort, 
     from common.data.pairs import SiamesePairSampler
     from common.data.volumes import load_subject_volumes
 
-    subjects = [s for s in read_dataset(make_cohort(3, 0)).subjects]
+    subjects = list(read_dataset(make_cohort(3, 0)).subjects)
     load = T.LoadValidatedImaged("image", tiny_grid.name, ["FA", "MD"])
     doubled = Compose([load, Lambdad("image", lambda x: 2 * x)])
     plain = load_subject_volumes(subjects, tiny_grid, ["FA", "MD"], keep=lambda i, v: v, progress=False)
@@ -137,9 +137,9 @@ def test_configs_put_outputs_under_the_bundle_from_the_repository_root(bundle, t
 
     configs = REPO / "bundles" / bundle / "configs"
     monkeypatch.chdir(REPO)
-    for files, out_id in ((["train.json"], "ckpt_dir"), (["train.json", "evaluate.json"], "output_dir"),
+    for names, out_id in ((["train.json"], "ckpt_dir"), (["train.json", "evaluate.json"], "output_dir"),
                           (["inference.json"], "ckpt_path")):
-        files = [f"bundles/{bundle}/configs/{f}" for f in files]
+        files = [f"bundles/{bundle}/configs/{name}" for name in names]
         default = ConfigWorkflow(config_file=files, workflow_type=None, logging_file=False)
         assert default.parser["bundle_root"] == "."
         assert Path(default.parser.get_parsed_content(out_id)).is_relative_to(configs.parent), (files, out_id)
@@ -203,7 +203,8 @@ def model_zoo_format(text: str) -> str:
 
 def test_the_model_zoo_format_by_hand():
     text = '{"b": [1, 2], "a": {"é": true}}'
-    assert model_zoo_format(text) == '{\n    "b": [\n        1,\n        2\n    ],\n    "a": {\n        "\\u00e9": true\n    }\n}\n'
+    expected = '{\n    "b": [\n        1,\n        2\n    ],\n    "a": {\n        "\\u00e9": true\n    }\n}\n'
+    assert model_zoo_format(text) == expected
 
 
 CONFIGS = sorted((REPO / "bundles").glob("*/configs/*.json"))

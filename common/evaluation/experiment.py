@@ -21,11 +21,11 @@ from common.evaluation.pd import aggregate_splits, write_split_aggregates
 __all__ = [
     "PD_BUNDLES",
     "PD_MODELS",
+    "SHORT_SCHEDULE",
     "bundle_configs",
     "compare_experiments",
     "run_pd_experiment",
     "run_pet_experiment",
-    "SHORT_SCHEDULE",
     "short_schedule_overrides",
 ]
 

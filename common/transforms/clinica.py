@@ -32,17 +32,17 @@ from common.grids import get_grid
 from common.transforms.io import SUBJECT_ID, LoadValidatedImage
 
 __all__ = [
-    "PET_INPUT_MODES",
     "CLINICADL_SLICES",
-    "antialias_sigma_mm",
-    "ReducePETLinear",
-    "ReducePETLineard",
-    "ReducePETLinearD",
-    "ReducePETLinearDict",
+    "PET_INPUT_MODES",
     "LoadPETImage",
-    "LoadPETImaged",
     "LoadPETImageD",
     "LoadPETImageDict",
+    "LoadPETImaged",
+    "ReducePETLinear",
+    "ReducePETLinearD",
+    "ReducePETLinearDict",
+    "ReducePETLineard",
+    "antialias_sigma_mm",
 ]
 
 PET_INPUT_MODES = ("resample", "clinicadl")

@@ -25,16 +25,16 @@ from monai.utils import TransformBackends, convert_to_dst_type
 from scipy import ndimage
 
 __all__ = [
-    "smoothed_mask",
-    "SimulateHypometabolism",
+    "DEMENTIA_PATTERNS",
     "RandSimulateHypometabolism",
-    "SimulateHypometabolismd",
-    "SimulateHypometabolismD",
-    "SimulateHypometabolismDict",
-    "RandSimulateHypometabolismd",
     "RandSimulateHypometabolismD",
     "RandSimulateHypometabolismDict",
-    "DEMENTIA_PATTERNS",
+    "RandSimulateHypometabolismd",
+    "SimulateHypometabolism",
+    "SimulateHypometabolismD",
+    "SimulateHypometabolismDict",
+    "SimulateHypometabolismd",
+    "smoothed_mask",
 ]
 
 #: The six dementia patterns of the AD paper, as named in the atlas's region table.

@@ -13,7 +13,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_tensor
 
-__all__ = ["ReconstructionError", "ReconstructionErrord", "ReconstructionErrorD", "ReconstructionErrorDict"]
+__all__ = ["ReconstructionError", "ReconstructionErrorD", "ReconstructionErrorDict", "ReconstructionErrord"]
 
 
 def _meta_of(image: MetaTensor) -> dict:
