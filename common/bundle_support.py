@@ -12,13 +12,15 @@ import sys
 from pathlib import Path
 
 __all__ = ["check_bundle_weights", "check_settings", "load_weights", "locate_bundle_root", "prepare_model_dir",
-           "require_file", "require_writable_dir", "write_training_summary"]
+           "require_file", "require_writable_dir", "resolve_bundle_root", "write_training_summary"]
 
 #: where :func:`prepare_model_dir` moves the summary of a finished run that ``--overwrite true`` replaces
 PREVIOUS_SUMMARY = "train_summary.previous.json"
 
 
 def _config_file_from_argv(argv: list[str]) -> str | None:
+    """The first ``--config_file`` of a ``monai.bundle`` command line: only to name the file in a settings
+    error (:func:`check_settings`); where the bundle lives never depends on it."""
     for i, arg in enumerate(argv):
         if arg.startswith("--config_file="):
             value = arg.split("=", 1)[1]
@@ -32,15 +34,9 @@ def _config_file_from_argv(argv: list[str]) -> str | None:
 
 
 def locate_bundle_root(name: str) -> str:
-    """The bundle's folder, whatever the working folder: the parent of the ``configs/`` folder named by
-    ``--config_file`` on the command line; else the working folder if it is the bundle; else the bundle this
-    package is vendored in (release zips); else the copy beside this package (``bundles/<name>``). Configs let
-    ``--bundle_root`` override it."""
-    config_file = _config_file_from_argv(sys.argv)
-    if config_file:
-        configs = Path(config_file).resolve().parent
-        if configs.name == "configs":
-            return str(configs.parent)
+    """The folder of bundle ``name``, found without reading the command line: the working folder if it is the
+    bundle (model-zoo runs a bundle from its folder); else the bundle this package is vendored in (release
+    zips); else the copy beside this package (``bundles/<name>``, the repository); else the working folder."""
     cwd = Path.cwd()
     if (cwd / "configs" / "metadata.json").is_file() and cwd.name == name:
         return str(cwd)
@@ -53,6 +49,15 @@ def locate_bundle_root(name: str) -> str:
     if (repo_copy / "configs").is_dir():
         return str(repo_copy)
     return str(cwd)
+
+
+def resolve_bundle_root(bundle_root: str | os.PathLike, name: str) -> str:
+    """Where bundle ``name`` keeps ``models/``, ``logs/`` and ``eval/``. The configs say ``"bundle_root": "."``
+    as model-zoo's do, and ``"."`` means the bundle's own folder (:func:`locate_bundle_root`), so
+    ``python -m monai.bundle run training --config_file bundles/<name>/configs/train.json`` from the repository
+    root writes into ``bundles/<name>`` as it does from the bundle's folder. Any other value (``--bundle_root
+    DIR``, or the absolute path MONAI Label and FL pass) is used as given."""
+    return locate_bundle_root(name) if os.fspath(bundle_root) == "." else os.fspath(bundle_root)
 
 
 def require_file(path: str | os.PathLike, what: str) -> str:

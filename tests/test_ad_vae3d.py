@@ -422,7 +422,7 @@ def test_kl_warmup_and_lr_schedule_handlers_in_a_trainer():
 def test_train_config_defaults_are_the_paper_schedule_and_the_demo_recipe_is_wired(small_pet, tmp_path):
     from helpers import bundle_workflow
 
-    from common.app.experiment import DEMO_VAE_OVERRIDES
+    from common.app.experiment import short_schedule_overrides
     from common.networks import mean_intensity
 
     narrow = {"network_def#channels": [4, 8, 8], "network_def#decoder_channels": [8, 8, 4], "network_def#latent_size": 8}
@@ -439,7 +439,8 @@ def test_train_config_defaults_are_the_paper_schedule_and_the_demo_recipe_is_wir
     assert kl.warmup == 0 and kl.beta == 1.0
     assert {m.momentum for m in net.modules() if isinstance(m, torch.nn.BatchNorm3d)} == {0.1}
 
-    demo = bundle_workflow("ad_vae3d", "train.json", "train", **{**base, **DEMO_VAE_OVERRIDES})
+    DEMO_VAE_OVERRIDES = short_schedule_overrides()  # configs/train_short.json, merged after train.json
+    demo = bundle_workflow("ad_vae3d", ["train.json", "train_short.json"], "train", **base)
     demo.initialize()
     parse = demo.parser.get_parsed_content
     opt, net = parse("optimizer"), parse("network")

@@ -205,12 +205,9 @@ def _commands() -> dict:
                 progress: show progress bars
                 overwrite: recompute a split made from other data or settings instead of refusing
             """
-            from common.app.experiment import (
-                DEMO_VAE_OVERRIDES,
-                run_pet_experiment,
-            )
+            from common.app.experiment import run_pet_experiment, short_schedule_overrides
 
-            overrides = dict(DEMO_VAE_OVERRIDES) if short_schedule else {}
+            overrides = short_schedule_overrides() if short_schedule else {}  # ad_vae3d's configs/train_short.json
             for key, value in (("epochs", epochs), ("learning_rate", learning_rate)):
                 if value is not None:
                     overrides.pop(key, None)  # the explicit argument wins over the recipe

@@ -536,7 +536,7 @@ def run_demo(out: str = "outputs/demo", seed: int = 0, pd_controls: int = 20, pd
     With ``train``, pd_ae (``pd_ae_epochs``) and pd_sae (``pd_sae_epochs`` of ``pd_sae_pairs`` pairs) are
     trained on the first control split of the PD demo cohort (the papers' schedules take hours on a CPU),
     evaluated per ROI with their figures, and compared side by side with the normative baseline fitted on the
-    same split; ad_vae3d is trained on the first split of the PET cohort with ``DEMO_VAE_OVERRIDES`` (its model
+    same split; ad_vae3d is trained on the first split of the PET cohort with ``configs/train_short.json`` (its model
     card's short CPU schedule) and evaluated by simulating hypometabolism on the test controls. The summary
     (with :func:`detection_headlines` and the report's bundle-vs-baseline sentences) is also written to
     ``OUT/summary.json``.
@@ -621,12 +621,13 @@ def run_demo(out: str = "outputs/demo", seed: int = 0, pd_controls: int = 20, pd
                                          experiment_dir(out, "compare"))
         summary["comparison_figure"] = comparison["paths"]["figure"]
 
-        from common.app.experiment import DEMO_VAE_OVERRIDES, run_pet_experiment
+        from common.app.experiment import run_pet_experiment, short_schedule_overrides
 
-        start = _step(f"ad_vae3d: train {DEMO_VAE_OVERRIDES['epochs']} epochs (short CPU schedule) on split 0 of the PET "
+        short = short_schedule_overrides()  # bundles/ad_vae3d/configs/train_short.json
+        start = _step(f"ad_vae3d: train {short['epochs']} epochs (short CPU schedule) on split 0 of the PET "
                       "cohort, then the simulation-based evaluation (paper: 300 epochs)")
         pet = run_pet_experiment(dataset_dir=str(pet_folder), out=experiment_dir(out, "ad_vae3d"), split=0, seed=seed,
-                                 overrides=DEMO_VAE_OVERRIDES)
+                                 overrides=short)
         summary["ad_vae3d_seconds"] = round(time.perf_counter() - start, 1)
         summary["ad_vae3d_first_significant_degree"] = pet["sweep"]["first_significant_degree"]
 

@@ -20,13 +20,14 @@ from common.evaluation.pd import aggregate_splits, write_split_aggregates
 from common.paths import bundle_dir, eval_dir, experiment_dir, models_dir, split_root
 
 __all__ = [
-    "DEMO_VAE_OVERRIDES",
     "PD_BUNDLES",
     "PD_MODELS",
+    "SHORT_SCHEDULE",
     "bundle_configs",
     "compare_experiments",
     "run_pd_experiment",
     "run_pet_experiment",
+    "short_schedule_overrides",
 ]
 
 PD_BUNDLES = ("pd_ae", "pd_sae")
@@ -171,19 +172,19 @@ def run_pd_experiment(bundle: str = "pd_ae", dataset_dir: str | None = None, out
     return summary
 
 
-#: ad_vae3d's short CPU schedule (bundles/ad_vae3d/docs/README.md, "Short CPU schedule"): the paper's
-#: architecture and loss, trained for minutes instead of hours. Pass as ``overrides`` to
-#: :func:`run_pet_experiment` (``python -m common experiment pet --short_schedule True``).
-DEMO_VAE_OVERRIDES = {
-    "epochs": 24,
-    "batch_size": 2,                 # 6 steps per epoch on the demo's 12 training controls
-    "learning_rate": 1e-3,
-    "latent_head_lr_scale": 1e-3,    # mu / log-variance layers (153,600 inputs each) at 1e-6
-    "lr_warmup_iterations": 6,
-    "lr_cosine_decay": True,         # to 0 at the last iteration
-    "batchnorm_momentum": 0.5,       # eval-mode statistics follow the fast-moving weights
-    "output_bias_init": True,        # sigmoid output starts at the mean training intensity
-}
+#: ad_vae3d's short CPU schedule (bundles/ad_vae3d/docs/README.md, "Short CPU schedule"): the paper's architecture
+#: and loss, trained for minutes instead of hours; a config overlay merged after ``train.json``.
+SHORT_SCHEDULE = "train_short.json"
+
+
+def short_schedule_overrides(bundles_dir: str | Path | None = None) -> dict:
+    """ad_vae3d's ``configs/train_short.json`` as overrides for :func:`run_pet_experiment` (``python -m common
+    experiment pet --short_schedule True``, the demo): the ids it sets, exactly as ``--config_file
+    "['train.json','train_short.json']"`` merges them after ``train.json``. Read from the file, so the bundle
+    and the drivers share one recipe."""
+    from monai.bundle import ConfigParser
+
+    return dict(ConfigParser.load_config_file(bundle_configs("ad_vae3d", bundles_dir) / SHORT_SCHEDULE))
 
 
 def run_pet_experiment(dataset_dir: str | None = None, out: str | Path | None = None, split: int = 0,

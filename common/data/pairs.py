@@ -67,8 +67,8 @@ class SiamesePairSampler(IterableDataset):
     With ``world_size`` ranks, each rank yields ``ceil(that / world_size)`` batches of its own stream.
 
     Args:
-        subjects: dataset entries with an ``image`` list (one path per channel) and an ``id`` (as from
-            :func:`~common.data.split_subjects`); with ``volumes``, anything naming them (or ``None``).
+        data: dataset entries (a MONAI datalist) with an ``image`` list (one path per channel) and an ``id`` (as
+            from :func:`~common.data.split_subjects`); with ``volumes``, anything naming them (or ``None``).
             At least two subjects. Indices returned by :meth:`sample` index this sequence.
         grid: grid the files must be on; also gives the default mask (the atlas brain).
         modalities: one modality per channel (validated ranges).
@@ -90,11 +90,14 @@ class SiamesePairSampler(IterableDataset):
             NHWC convolutions; same loss), so pd_sae can set it: its network and loss only use ``flatten``.
         rank, world_size: distributed rank and number of ranks; both ``None`` (default) reads them from
             ``torch.distributed`` at iteration time when it is initialised, else 0 and 1.
+        transform: dictionary transform that loads one entry (its ``image`` becomes the ``(C, X, Y, Z)``
+            volume), as MONAI's ``Dataset(data, transform)``: the bundle's ``train#preprocessing``. Default:
+            :class:`~common.transforms.LoadValidatedImage` of ``grid`` and ``modalities`` on ``image``.
     """
 
     def __init__(
         self,
-        subjects: Sequence[Any] | None,
+        data: Sequence[Any] | None,
         grid: str = "spm1p5",
         modalities: Sequence[str] = ("FA", "MD"),
         patch_size: int = 15,
@@ -109,8 +112,10 @@ class SiamesePairSampler(IterableDataset):
         channels_last: bool = False,
         rank: int | None = None,
         world_size: int | None = None,
+        transform: Any = None,
     ) -> None:
         super().__init__()
+        subjects = data
         if isinstance(patch_size, bool) or int(patch_size) != patch_size or patch_size < 1 or patch_size % 2 == 0:
             raise ValueError(f"patch_size must be a positive odd integer (patches are centred on a voxel), "
                              f"got {patch_size}")
@@ -197,7 +202,7 @@ class SiamesePairSampler(IterableDataset):
             if tuple(get_grid(grid).shape) != self.grid_shape:
                 raise ValueError(f"mask shape {self.grid_shape} differs from grid {get_grid(grid).name} "
                                  f"{get_grid(grid).shape}")
-            load_subject_volumes(self.subjects, grid, modalities, store, num_threads, progress)
+            load_subject_volumes(self.subjects, grid, modalities, store, num_threads, progress, transform=transform)
 
         # ---- the gather: corner offsets and the strided view of all patches ---------------------------
         st = np.array(self._store.strides, dtype=np.int64) // self._store.itemsize

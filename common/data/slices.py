@@ -26,15 +26,20 @@ class AxialSliceDataset(Dataset):
     target is the image itself (see :func:`common.engines.prepare_reconstruction_batch`).
 
     Args:
-        subjects: dataset entries with an ``image`` list (one path per channel) and an ``id``.
+        data: dataset entries (a MONAI datalist) with an ``image`` list (one path per channel) and an ``id``.
         grid: grid the files must be on.
         modalities: one modality per channel (validated ranges).
         n_slices: slab thickness in slices (PD paper: 40), centred on the atlas brain's centre of mass.
         num_threads: files read in parallel (decompression releases the GIL).
+        progress: show a progress bar while loading.
+        transform: dictionary transform that loads one entry (its ``image`` becomes the ``(C, X, Y, Z)``
+            volume), as MONAI's ``Dataset(data, transform)``: the bundle's ``train#preprocessing``. Default:
+            :class:`~common.transforms.LoadValidatedImage` of ``grid`` and ``modalities`` on ``image``.
     """
 
-    def __init__(self, subjects: Sequence[dict], grid: str = "spm1p5", modalities: Sequence[str] = ("FA", "MD"),
-                 n_slices: int = 40, num_threads: int = 2, progress: bool = True):
+    def __init__(self, data: Sequence[dict], grid: str = "spm1p5", modalities: Sequence[str] = ("FA", "MD"),
+                 n_slices: int = 40, num_threads: int = 2, progress: bool = True, transform=None):
+        subjects = data
         if not subjects:
             raise ValueError("AxialSliceDataset needs at least one subject")
         self.grid = get_grid(grid)
@@ -42,7 +47,8 @@ class AxialSliceDataset(Dataset):
         def slab_slices(_: int, volume) -> torch.Tensor:  # (C, X, Y, Z) -> (S, C, X, Y)
             return torch.from_numpy(volume[..., self.slab]).permute(3, 0, 1, 2).contiguous()
 
-        chunks = load_subject_volumes(subjects, self.grid, modalities, slab_slices, num_threads, progress)
+        chunks = load_subject_volumes(subjects, self.grid, modalities, slab_slices, num_threads, progress,
+                                      transform=transform)
         self.slices = torch.cat(chunks)
         n = self.slab.stop - self.slab.start
         self.ids = [s["id"] for s in subjects for _ in range(n)]

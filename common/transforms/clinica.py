@@ -32,13 +32,17 @@ from common.grids import get_grid
 from common.transforms.io import SUBJECT_ID, LoadValidatedImage
 
 __all__ = [
-    "PET_INPUT_MODES",
     "CLINICADL_SLICES",
-    "antialias_sigma_mm",
-    "ReducePETLinear",
-    "ReducePETLineard",
+    "PET_INPUT_MODES",
     "LoadPETImage",
+    "LoadPETImageD",
+    "LoadPETImageDict",
     "LoadPETImaged",
+    "ReducePETLinear",
+    "ReducePETLinearD",
+    "ReducePETLinearDict",
+    "ReducePETLineard",
+    "antialias_sigma_mm",
 ]
 
 PET_INPUT_MODES = ("resample", "clinicadl")
@@ -118,7 +122,14 @@ class ReducePETLinear(Transform):
 
 
 class ReducePETLineard(MapTransform):
-    """Dictionary version of :class:`ReducePETLinear`."""
+    """Dictionary version of :class:`ReducePETLinear`.
+
+    Args:
+        keys: keys of the pet-linear images to reduce.
+        mode: ``"resample"`` (anti-aliased) or ``"clinicadl"`` (ClinicaDL's striding).
+        sigma_mm: pre-filter sigma in mm for ``"resample"``; default :func:`antialias_sigma_mm` of the grids.
+        allow_missing_keys: skip keys a data item lacks instead of raising ``KeyError``.
+    """
 
     def __init__(self, keys: KeysCollection, mode: str = "resample", sigma_mm: float | Sequence[float] | None = None,
                  allow_missing_keys: bool = False):
@@ -169,7 +180,16 @@ class LoadPETImage(Transform):
 
 class LoadPETImaged(MapTransform):
     """Dictionary version of :class:`LoadPETImage`; stores the subject id (``id_key``) in the image's meta
-    as :class:`~common.transforms.LoadValidatedImaged` does, so outputs are named after the subject."""
+    as :class:`~common.transforms.LoadValidatedImaged` does, so outputs are named after the subject.
+
+    Args:
+        keys: keys holding a PET file path (or a one-element list of it).
+        mode: ``"resample"`` or ``"clinicadl"`` for pet-linear inputs.
+        modality: value range checked (``"PET"``; ``"ANOMALY"`` for ground-truth maps).
+        sigma_mm: pre-filter of the ``"resample"`` mode (default 0.74 mm).
+        allow_missing_keys: skip keys a data item lacks (e.g. ``anomaly`` of controls).
+        id_key: key of the subject id copied into the meta (``None``: none).
+    """
 
     def __init__(self, keys: KeysCollection, mode: str = "resample", modality: str = "PET",
                  sigma_mm: float | Sequence[float] | None = None, allow_missing_keys: bool = False,
@@ -185,3 +205,7 @@ class LoadPETImaged(MapTransform):
             if self.id_key is not None and self.id_key in d:
                 d[key].meta[SUBJECT_ID] = str(d[self.id_key])
         return d
+
+
+ReducePETLinearD = ReducePETLinearDict = ReducePETLineard
+LoadPETImageD = LoadPETImageDict = LoadPETImaged

@@ -25,12 +25,16 @@ from monai.utils import TransformBackends, convert_to_dst_type
 from scipy import ndimage
 
 __all__ = [
-    "smoothed_mask",
-    "SimulateHypometabolism",
-    "RandSimulateHypometabolism",
-    "SimulateHypometabolismd",
-    "RandSimulateHypometabolismd",
     "DEMENTIA_PATTERNS",
+    "RandSimulateHypometabolism",
+    "RandSimulateHypometabolismD",
+    "RandSimulateHypometabolismDict",
+    "RandSimulateHypometabolismd",
+    "SimulateHypometabolism",
+    "SimulateHypometabolismD",
+    "SimulateHypometabolismDict",
+    "SimulateHypometabolismd",
+    "smoothed_mask",
 ]
 
 #: The six dementia patterns of the AD paper, as named in the atlas's region table.
@@ -130,7 +134,17 @@ class SimulateHypometabolism(Transform):
 
 class RandSimulateHypometabolism(RandomizableTransform):
     """Random variant: with probability ``prob``, a pattern drawn from ``masks`` at a degree drawn from
-    ``degree_range`` (uniform, percent). Deterministic under ``set_random_state``."""
+    ``degree_range`` (uniform, percent). Deterministic under ``set_random_state``.
+
+    Args:
+        masks: one mask, a sequence of masks, or a mapping name -> mask (arrays, NIfTI paths or atlas dementia
+            mask names); the pattern is drawn uniformly among them.
+        degree_range: ``(low, high)`` hypometabolism in percent, drawn uniformly.
+        prob: probability of applying the transform (else the image passes unchanged).
+        sigma_mm: Gaussian smoothing of the masks in mm (paper: 5).
+        spacing: voxel size in mm; by default read from a MetaTensor's affine, else from ``grid``.
+        grid: grid whose atlas resolves mask names (and gives the spacing of plain arrays).
+    """
 
     backend = SimulateHypometabolism.backend
 
@@ -170,7 +184,14 @@ class RandSimulateHypometabolism(RandomizableTransform):
 
 class SimulateHypometabolismd(MapTransform):
     """Dictionary version of :class:`SimulateHypometabolism`; stores the reduction map under ``anomaly_key``
-    (channel-first, same type as the image) unless it is None."""
+    (channel-first, same type as the image) unless it is None.
+
+    Args:
+        keys: keys of the images to reduce.
+        mask, degree, sigma_mm, spacing, grid: as :class:`SimulateHypometabolism`.
+        anomaly_key: key the ground-truth reduction map is written to (``None``: not written).
+        allow_missing_keys: skip keys a data item lacks instead of raising ``KeyError``.
+    """
 
     backend = SimulateHypometabolism.backend
 
@@ -194,7 +215,14 @@ class SimulateHypometabolismd(MapTransform):
 class RandSimulateHypometabolismd(RandomizableTransform, MapTransform):
     """Dictionary version of :class:`RandSimulateHypometabolism`; one draw per call shared by all keys.
     Stores the reduction map under ``anomaly_key`` and the drawn pattern and degree under
-    ``<anomaly_key>_pattern`` / ``<anomaly_key>_degree``."""
+    ``<anomaly_key>_pattern`` / ``<anomaly_key>_degree``.
+
+    Args:
+        keys: keys of the images to reduce (all with the same draw).
+        masks, degree_range, prob, sigma_mm, spacing, grid: as :class:`RandSimulateHypometabolism`.
+        anomaly_key: key the ground-truth reduction map is written to (``None``: not written).
+        allow_missing_keys: skip keys a data item lacks instead of raising ``KeyError``.
+    """
 
     backend = SimulateHypometabolism.backend
 
@@ -227,3 +255,7 @@ class RandSimulateHypometabolismd(RandomizableTransform, MapTransform):
                 d[f"{self.anomaly_key}_pattern"] = self.simulator.pattern if self._do_transform else "none"
                 d[f"{self.anomaly_key}_degree"] = self.simulator.degree if self._do_transform else 0.0
         return d
+
+
+SimulateHypometabolismD = SimulateHypometabolismDict = SimulateHypometabolismd
+RandSimulateHypometabolismD = RandSimulateHypometabolismDict = RandSimulateHypometabolismd

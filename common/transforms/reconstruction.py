@@ -13,7 +13,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_tensor
 
-__all__ = ["ReconstructionError", "ReconstructionErrord"]
+__all__ = ["ReconstructionError", "ReconstructionErrorD", "ReconstructionErrorDict", "ReconstructionErrord"]
 
 
 def _meta_of(image: MetaTensor) -> dict:
@@ -25,7 +25,12 @@ def _meta_of(image: MetaTensor) -> dict:
 
 class ReconstructionError(Transform):
     """``(image, reconstruction) -> (1, *spatial)`` joint error map; with ``signed`` the channel-wise
-    difference ``reconstruction - image`` instead (same shape as the image)."""
+    difference ``reconstruction - image`` instead (same shape as the image).
+
+    Args:
+        signed: return the channel-wise signed difference instead of the joint (root of summed squares) map,
+            for figures that show where the reconstruction is brighter or darker than the input.
+    """
 
     def __init__(self, signed: bool = False):
         self.signed = signed
@@ -43,7 +48,16 @@ class ReconstructionError(Transform):
 
 class ReconstructionErrord(MapTransform):
     """Dictionary version: reads ``image_key`` and ``pred_key``, writes ``error_key``. The prediction is
-    given the image's meta too (a network returns plain tensors), so both save on the input grid."""
+    given the image's meta too (a network returns plain tensors), so both save on the input grid.
+
+    Args:
+        image_key: key of the network input.
+        pred_key: key of the reconstruction.
+        error_key: key the error map is written to.
+        signed: see :class:`ReconstructionError`.
+        allow_missing_keys: an item that lacks ``image_key`` or ``pred_key`` passes through unchanged (no
+            ``error_key``) instead of raising ``KeyError``, as MONAI's dictionary transforms do.
+    """
 
     def __init__(self, image_key: str = "image", pred_key: str = "pred", error_key: str = "error",
                  signed: bool = False, allow_missing_keys: bool = False):
@@ -53,6 +67,8 @@ class ReconstructionErrord(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
+        if len(list(self.key_iterator(d))) < 2:  # raises KeyError unless allow_missing_keys
+            return d
         image, pred = d[self.image_key], d[self.pred_key]
         if isinstance(image, MetaTensor):
             plain = pred.as_tensor() if isinstance(pred, MetaTensor) else convert_to_tensor(pred)
@@ -61,3 +77,4 @@ class ReconstructionErrord(MapTransform):
         return d
 
 
+ReconstructionErrorD = ReconstructionErrorDict = ReconstructionErrord
