@@ -108,7 +108,7 @@ def test_one_owner_of_the_bundles_folder_and_the_result_layout(trees):
     for path in sorted(REPO.glob("bundles/*/configs/evaluate.json")):
         expression = json.loads(path.read_text())["output_dir"]
         assert expression.startswith("$"), path
-        code = expression[1:].replace("@bundle_root", repr("/r/split_03")).replace("@split_index", "3")
+        code = expression[1:].replace("@bundle_dir", repr("/r/split_03")).replace("@split_index", "3")
         assert Path(eval(code, {"os": os})) == paths.eval_dir("/r/split_03", 3), path  # our own configs' expression
     for path, tree in trees.items():
         if path == REPO / "common" / "paths.py":
