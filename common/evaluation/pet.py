@@ -1,7 +1,8 @@
 """Simulation-based evaluation of anomaly detection on FDG PET (AD paper sections 2.2 and 3; docs/design.md 4.2).
 
 The healthy test images are loaded once (validated). Hypometabolism is simulated in memory,
-``x' = x * (1 - d/100 * G_sigma(M))``, with each smoothed mask ``G_sigma(M)`` computed once for all subjects.
+``x' = x * (1 - d/100 * G_sigma(M))`` by :class:`~common.transforms.SimulateHypometabolism`, one per mask, so
+each smoothed mask ``G_sigma(M)`` is computed once for all subjects and degrees.
 Every input is min-max normalised with ITS HEALTHY image's min and max (a simulated image normalised on its
 own would change scale whenever the maximum lies in the mask) and reconstructed in batches under
 ``torch.no_grad``. Four analyses:
@@ -45,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage, stats
+from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 from tqdm.auto import tqdm
 
@@ -54,8 +55,8 @@ from common.errors import InputDataError
 from common.evaluation import paper_values
 from common.evaluation.pd import _jsonable, _write_csv
 from common.grids import get_grid
-from common.metrics.image import SSIM_SIGMA, SSIM_TRUNCATE, mae, mse, psnr, ssim_map
-from common.transforms.hypometabolism import DEMENTIA_PATTERNS, smoothed_mask
+from common.metrics.image import SSIMMoments, mae, mse, psnr, ssim_by_region, ssim_map
+from common.transforms.hypometabolism import DEMENTIA_PATTERNS, SimulateHypometabolism
 
 __all__ = [
     "BASELINE_NAME",
@@ -112,44 +113,6 @@ def effective_reduction(healthy: np.ndarray, simulated: np.ndarray, mask: np.nda
     """
     mask = np.asarray(mask, bool)
     return float(1.0 - np.mean(simulated[mask], dtype=np.float64) / np.mean(healthy[mask], dtype=np.float64))
-
-
-def ssim_by_region(local: np.ndarray, regions: Mapping[str, np.ndarray | None]) -> dict[str, float]:
-    """Mean of an SSIM map per region, by the conventions of :func:`common.metrics.image.ssim`: a region of
-    None is the whole volume without a border of the window radius; a mask averages the map over its voxels.
-    One SSIM map serves all regions (the map is the costly part)."""
-    out = {}
-    for name, region in regions.items():
-        if region is None:
-            pad = int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5)
-            out[name] = float(local[tuple(slice(pad, -pad) for _ in local.shape)].mean())
-        else:
-            out[name] = float(local[region].mean())
-    return out
-
-
-class _SSIMMoments:
-    """An image with its Gaussian-weighted local mean and second moment (the statistics :func:`ssim_map` smooths).
-
-    The dementia rows compare one reconstruction with both the healthy image and the healthy image's
-    reconstruction, six times per subject: keeping these moments smooths 4 volumes per row instead of 10.
-    Tested equal to :func:`common.metrics.image.ssim_map`.
-    """
-
-    def __init__(self, image: np.ndarray):
-        self.image = np.asarray(image, np.float64)
-        self.mean = _smooth(self.image)
-        self.var = _smooth(self.image * self.image) - self.mean * self.mean
-
-    def ssim_map(self, other: _SSIMMoments, data_range: float = 1.0) -> np.ndarray:
-        ux, uy = self.mean, other.mean
-        cov = _smooth(self.image * other.image) - ux * uy
-        c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-        return ((2 * ux * uy + c1) * (2 * cov + c2)) / ((ux * ux + uy * uy + c1) * (self.var + other.var + c2))
-
-
-def _smooth(a: np.ndarray) -> np.ndarray:
-    return ndimage.gaussian_filter(a, SSIM_SIGMA, truncate=SSIM_TRUNCATE, mode="reflect")
 
 
 def voxel_detection(anomaly: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -470,15 +433,16 @@ def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], 
     t_fit = time.perf_counter() - t0
 
     # --- the conditions, and each smoothed mask once for all subjects
-    spacing = grid_.spacing
-    smoothed = {n: smoothed_mask(regions[n], sigma_mm, spacing) if sigma_mm > 0 else regions[n].astype(np.float32)
-                for n in names}
+    simulators = {n: SimulateHypometabolism(regions[n], sigma_mm=sigma_mm, spacing=grid_.spacing, grid=grid_.name)
+                  for n in names}  # each smooths its mask once, for every subject and degree
     conditions = [_HEALTHY, *[_Condition(sweep_mask, d) for d in degrees if d > 0],
                   *[_Condition(n, dementia_degree) for n in dementias]]
     conditions.append(_Condition(sweep_mask, dementia_degree))  # the Fig. 2 example, if not in the sweep
     conditions = list(dict.fromkeys(conditions))
-    factors = {c: (1.0 - np.float32(c.degree / 100.0) * smoothed[c.mask]).astype(np.float32)
-               for c in conditions if not c.healthy}
+
+    def simulated(raw: np.ndarray, c: _Condition) -> np.ndarray:
+        return raw if c.healthy else simulators[c.mask](raw, c.degree)
+
     sweep_set = {_HEALTHY, *(_Condition(sweep_mask, d) for d in degrees if d > 0)}
     dementia_set = {_Condition(n, dementia_degree) for n in dementias}
     outside = {n: brain & ~regions[n] for n in names}
@@ -511,8 +475,8 @@ def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], 
         lo, hi = ranges[s]
         return img * np.float32(hi - lo) + np.float32(lo)
 
-    def healthy_moments(s: int, r0: np.ndarray) -> tuple[_SSIMMoments, _SSIMMoments]:
-        return _SSIMMoments(normalised(s, volumes[s])), _SSIMMoments(r0)
+    def healthy_moments(s: int, r0: np.ndarray) -> tuple[SSIMMoments, SSIMMoments]:
+        return SSIMMoments(normalised(s, volumes[s])), SSIMMoments(r0)
 
     def metrics(s: int, c: _Condition, xin: np.ndarray, r: np.ndarray, r0: np.ndarray | None,
                 moments: Future | None) -> dict:
@@ -530,7 +494,7 @@ def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], 
         if s < n_test:
             mask_name = c.mask or sweep_mask
             m = regions[mask_name]
-            raw_in = raw if c.healthy else raw * factors[c]
+            raw_in = simulated(raw, c)
             r_suvr = suvr(s, r)
             if c in sweep_set:
                 out["sweep"] = {"id": sid, "degree": c.degree, "mask": sweep_mask, "mse": mse(xin, r),
@@ -546,7 +510,7 @@ def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], 
                     row[f"mae_{region}"] = mae(x, r, sel)
                     row[f"psnr_{region}"] = psnr(x, r, sel)
                 healthy, healthy_rec = moments.result()
-                rec = _SSIMMoments(r)
+                rec = SSIMMoments(r)
                 for region, v in ssim_by_region(healthy.ssim_map(rec), where).items():
                     row[f"ssim_{region}"] = v
                 for region, v in ssim_by_region(healthy_rec.ssim_map(rec), where).items():
@@ -615,7 +579,7 @@ def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], 
             pending: list[tuple[int, str, Future]] = []
             for start in range(0, len(jobs), int(batch_size)):
                 batch = jobs[start:start + int(batch_size)]
-                inputs = np.stack([normalised(s, volumes[s] if c.healthy else volumes[s] * factors[c])
+                inputs = np.stack([normalised(s, simulated(volumes[s], c))
                                    for s, c in batch])
                 started = time.perf_counter()
                 recons = model(inputs)
@@ -676,7 +640,7 @@ def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], 
         m = regions[sweep_mask]
         row.update({
             "nominal_reduction": d / 100.0,
-            "effective_reduction_map": float(d / 100.0 * smoothed[sweep_mask][m].mean(dtype=np.float64)),
+            "effective_reduction_map": float(d / 100.0 * simulators[sweep_mask].mask_map(m)[m].mean(dtype=np.float64)),
             "effective_reduction_uptake": float(np.mean([r["effective_reduction"] for r in sel])),
             "healthiness_input_mean": float(np.mean([r["healthiness_input"] for r in sel])),
             "healthiness_reconstruction_mean": float(np.mean([r["healthiness_reconstruction"] for r in sel])),
