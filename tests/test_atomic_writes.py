@@ -16,14 +16,12 @@ def test_atomic_path_replaces_on_success_and_keeps_the_old_file_on_failure(tmp_p
         assert f".{os.getpid()}." in tmp.name and not target.exists()
         tmp.write_bytes(b"new")
     assert target.read_bytes() == b"new"
-    with pytest.raises(RuntimeError, match="writer died"):
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(b"half")
-            raise RuntimeError("writer died")
+    with pytest.raises(RuntimeError, match="writer died"), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("writer died")
     assert target.read_bytes() == b"new" and sorted(p.name for p in target.parent.iterdir()) == ["map.nii.gz"]
-    with pytest.raises(FileNotFoundError):  # a writer that wrote nothing replaces nothing
-        with atomic_path(target):
-            pass
+    with pytest.raises(FileNotFoundError), atomic_path(target):  # a writer that wrote nothing replaces nothing
+        pass
     assert target.read_bytes() == b"new"
     assert write_bytes_atomic(target, b"bytes") == target and target.read_bytes() == b"bytes"
 

@@ -8,11 +8,12 @@ import logging
 import numpy as np
 import pytest
 from ignite.engine import Engine
+from test_pd_evaluation import N_SLICES, SHAPE, cohort, space  # noqa: F401
+from test_pet_evaluation import SMALL, evaluate, setup, small_grid  # noqa: F401
 
 from common.evaluation.pd import (
     ErrorBank,
     PDEvaluationSettings,
-    brain_slab_mask,
     compute_pd_evaluation,
     control_threshold,
     percent_abnormal,
@@ -20,8 +21,6 @@ from common.evaluation.pd import (
 )
 from common.evaluation.reporting import SUMMARY_LOGGER
 from common.handlers import PDAnomalyEvaluationHandler
-from test_pd_evaluation import N_SLICES, SHAPE, cohort, space  # noqa: F401
-from test_pet_evaluation import SMALL, evaluate, setup, small_grid  # noqa: F401
 
 
 def test_pd_settings_are_one_checked_object():

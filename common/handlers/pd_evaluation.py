@@ -201,7 +201,8 @@ class PDAnomalyEvaluationHandler:
                                "in-sample, so the threshold is optimistic", len(overlap))
             affine = self.atlas.grid.affine if self.atlas is not None else None
             save_to = self.error_normative_dir if affine is not None and idist.get_rank() == 0 else None
-            bank = standardise_bank(bank, self.normative_ids, robust=self.robust_scoring, save_to=save_to, affine=affine)
+            bank = standardise_bank(bank, self.normative_ids, robust=self.robust_scoring, save_to=save_to,
+                                    affine=affine)
         truth = None
         if self.ground_truth_subjects and self.atlas is not None:
             wanted = set(self.test_ids) if self.test_ids is not None else set(bank.ids)

@@ -19,6 +19,7 @@ from common.metrics.voxel import (
     voxel_auroc_ap,
 )
 
-__all__ = ["SSIMMoments", "best_dice", "bootstrap_auc_ap", "bootstrap_auc_ci", "dice_at_threshold", "false_positive_rate",
-           "gmean_operating_point", "loo_gmean", "mae", "minimum_detectable_effect", "mse", "psnr", "roc_summary",
-           "ssim", "ssim_by_region", "ssim_map", "subject_auroc_ap", "threshold_at_fpr", "voxel_auroc_ap"]
+__all__ = ["SSIMMoments", "best_dice", "bootstrap_auc_ap", "bootstrap_auc_ci", "dice_at_threshold",
+           "false_positive_rate", "gmean_operating_point", "loo_gmean", "mae", "minimum_detectable_effect", "mse",
+           "psnr", "roc_summary", "ssim", "ssim_by_region", "ssim_map", "subject_auroc_ap", "threshold_at_fpr",
+           "voxel_auroc_ap"]
