@@ -116,3 +116,29 @@ def test_bad_arguments(volume):
         RandSimulateHypometabolism(mask, degree_range=(40, 20))
     with pytest.raises(ValueError, match="shape"):
         SimulateHypometabolism(mask[:-1], spacing=(2, 2, 2))(image)
+
+
+@pytest.mark.parametrize("sigma_mm", [0.0, 5.0])
+def test_one_instance_serves_every_degree(volume, sigma_mm):
+    """The call-time degree gives what an instance at that degree gives, and what the PET evaluation computed
+    before it called the transform: ``x * (1 - float32(d / 100) * G(M))`` in float32, bit for bit."""
+    from scipy import ndimage
+
+    image, mask = volume
+    spacing = (2.0, 2.0, 2.0)
+    shared = SimulateHypometabolism(mask, degree=0.0, sigma_mm=sigma_mm, spacing=spacing)
+    smoothed = (ndimage.gaussian_filter(mask.astype(np.float32), sigma_mm / 2.0, mode="constant") if sigma_mm
+                else mask.astype(np.float32))
+    np.testing.assert_array_equal(shared.mask_map(image), smoothed)
+    for degree in (5.0, 30.0, 70.0):
+        fresh = SimulateHypometabolism(mask, degree=degree, sigma_mm=sigma_mm, spacing=spacing)
+        old = image[0] * (1.0 - np.float32(degree / 100.0) * smoothed).astype(np.float32)
+        got = shared(image[0], degree)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, fresh(image[0]))
+        np.testing.assert_array_equal(got, old)
+        np.testing.assert_array_equal(shared.reduction_map(image, degree), fresh.reduction_map(image))
+    assert shared.degree == 0.0  # the override does not stick
+    np.testing.assert_array_equal(shared(image), image)
+    with pytest.raises(ValueError, match="degree"):
+        shared(image, 101.0)

@@ -59,3 +59,24 @@ def test_errors(volumes):
         mae(x, y, np.zeros_like(mask))
     with pytest.raises(ValueError, match="too small"):
         ssim(x[:8, :8, :8], y[:8, :8, :8])
+
+
+def test_ssim_moments_shared_between_pairs(volumes):
+    """One image's moments reused against two others give each pair's SSIM map, and mismatches are refused."""
+    from common.metrics import SSIMMoments, ssim_by_region
+
+    x, y = volumes[:2]
+    z = np.clip(y + 0.05, 0, 1)
+    mx = SSIMMoments(x)
+    for other in (y, z):
+        np.testing.assert_allclose(mx.ssim_map(SSIMMoments(other)), ssim_map(x, other), rtol=1e-12, atol=1e-12)
+    mask = np.zeros(x.shape, bool)
+    mask[4:9, 4:9, 4:9] = True
+    by_region = ssim_by_region(ssim_map(x, y), {"image": None, "cube": mask})
+    assert by_region == {"image": pytest.approx(ssim(x, y)), "cube": pytest.approx(ssim(x, y, mask))}
+    with pytest.raises(ValueError, match="shape"):
+        mx.ssim_map(SSIMMoments(x[:-1]))
+    with pytest.raises(ValueError, match="sigma"):
+        mx.ssim_map(SSIMMoments(y, sigma=1.0))
+    with pytest.raises(ValueError, match="empty"):
+        ssim_by_region(ssim_map(x, y), {"none": np.zeros(x.shape, bool)})

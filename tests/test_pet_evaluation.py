@@ -18,9 +18,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from common import grids
 from common.errors import InputDataError
-from common.evaluation.pet import _SSIMMoments, degree_statistics, run_pet_evaluation, ssim_by_region, voxel_detection
+from common.evaluation.pet import degree_statistics, run_pet_evaluation, ssim_by_region, voxel_detection
 from common.grids import Grid
-from common.metrics.image import ssim, ssim_map
+from common.metrics.image import SSIMMoments, ssim, ssim_map
 from helpers import write_nifti
 
 SMALL = Grid(name="pet_small", shape=(24, 26, 22),
@@ -252,7 +252,7 @@ def test_ssim_by_region_matches_the_metric_and_constant_maps_are_chance():
     got = ssim_by_region(ssim_map(x, y), {"image": None, "mask": mask})
     assert got["image"] == pytest.approx(ssim(x, y)) and got["mask"] == pytest.approx(ssim(x, y, mask))
     # the cached-moments SSIM of the dementia rows is the metric's SSIM map
-    np.testing.assert_allclose(_SSIMMoments(x).ssim_map(_SSIMMoments(y)), ssim_map(x, y), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(SSIMMoments(x).ssim_map(SSIMMoments(y)), ssim_map(x, y), rtol=1e-12, atol=1e-12)
     labels = rng.random(500) < 0.2
     assert voxel_detection(np.ones(500), labels) == (0.5, pytest.approx(labels.mean()))
     assert voxel_detection(labels.astype(float), labels) == (1.0, 1.0)

@@ -10,8 +10,9 @@ from common.atlases.atlas import load_atlas
 from common.grids import GRIDS
 
 
-def format_roi_table(atlas) -> str:
-    """A plain-text table of every ROI: group, voxels, volume in mL, and a mark on approximations."""
+def format_atlas_table(atlas) -> str:
+    """A plain-text table of the atlas's ROIs: group, voxels, volume in mL, and a mark on approximations (the
+    evaluation's per-ROI results table is :func:`common.evaluation.format_roi_table`)."""
     voxel_ml = float(np.prod(atlas.grid.spacing)) / 1000.0
     lines = [f"{'roi':<20}{'group':<11}{'voxels':>9}{'mL':>9}  note"]
     lines.append(f"{'whole_brain':<20}{'brain':<11}{int(atlas.brain.sum()):>9}{atlas.brain.sum() * voxel_ml:>9.1f}")
@@ -30,4 +31,4 @@ def atlas_command(grid: str = "all", rebuild: bool = False, quiet: bool = False)
         state = f"built in {atlas.build_seconds:.1f} s" if atlas.build_seconds is not None else f"cached, checked in {elapsed:.1f} s"
         print(f"{name}: {atlas.grid.shape} {atlas.grid.spacing[0]:g} mm atlas at {atlas.folder} ({state})")
         if not quiet:
-            print(format_roi_table(atlas))
+            print(format_atlas_table(atlas))

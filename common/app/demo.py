@@ -542,7 +542,7 @@ def run_demo(out: str = "outputs/demo", seed: int = 0, pd_controls: int = 20, pd
     ``OUT/summary.json``.
     """
     # here, not at the top: the report and its tests need neither torch nor MONAI, which the cohorts import
-    from common.app.atlas_commands import format_roi_table
+    from common.app.atlas_commands import format_atlas_table
     from common.atlases import load_atlas
     from common.data.dataset_json import read_dataset, validate_dataset
     from common.data.splits import make_splits, write_splits
@@ -559,7 +559,7 @@ def run_demo(out: str = "outputs/demo", seed: int = 0, pd_controls: int = 20, pd
         built = atlases[grid].build_seconds
         print(f"{grid}: {'built in %.1f s' % built if built is not None else 'cached'} -> {atlases[grid].folder}")
     summary["atlas_seconds"] = round(time.perf_counter() - start, 1)
-    print(format_roi_table(atlases["spm1p5"]))
+    print(format_atlas_table(atlases["spm1p5"]))
 
     _step("synthetic cohorts")
     pd_cfg = PDCohortConfig(n_controls=pd_controls, n_patients=pd_patients, seed=seed)

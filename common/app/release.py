@@ -32,7 +32,6 @@ import io
 import json
 import os
 import re
-import secrets
 import shutil
 import stat
 import sys
@@ -41,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.cache import sha256_file
-from common.data._jsonio import write_bytes_atomic
+from common.data._jsonio import atomic_path, write_bytes_atomic
 from common.errors import InputDataError
 from common.paths import BUNDLES_DIR, PACKAGE_DIR
 
@@ -215,14 +214,8 @@ def _zip_bytes(entries: dict[str, bytes]) -> bytes:
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
+    with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def build_release(bundle: str, out: str | os.PathLike = "dist", bundles_dir: str | os.PathLike | None = None,

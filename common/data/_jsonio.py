@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from common.errors import InputDataError
 
 __all__ = [
     "MAX_JSON_BYTES",
+    "atomic_path",
     "format_problems",
     "read_json",
     "write_bytes_atomic",
@@ -71,20 +74,36 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write via a temporary sibling and ``os.replace``: readers never see a half-written file, and an
     interrupted write leaves the old file (or nothing) behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
+    with atomic_path(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+    return Path(path)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """A temporary sibling of ``path`` for a writer that wants a file name (``savefig``, ``nib.save``,
+    ``shutil.copyfile``); on leaving the block it is synced and renamed onto ``path``, on an error removed.
+
+    The name is ``.<name>.<pid>.<hex>.tmp<suffix>``: ``suffix`` keeps writers that read the format from the
+    extension (``".nii.gz"``, ``".png"``) working, and the pid lets a later run tell a dead writer's leftovers
+    (:func:`common.handlers.checkpoint.remove_stale_temporaries`) from a live one's.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{suffix}")
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return path
 
 
 def format_problems(problems: list[str], what: str = "problem") -> str:

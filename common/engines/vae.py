@@ -57,6 +57,13 @@ class WarmupCosineFactor:
     Why: a warm-up keeps Adam's first, sign-like steps (its second-moment estimate starts from one gradient)
     small while the BatchNorm statistics settle; the decay lets a short, high-rate run settle into the
     minimum it reached instead of ending on a noisy step.
+
+    Why not ``monai.optimizers.WarmupCosineSchedule``: no setting of it gives these per-step rates (tested in
+    tests/test_warmup_cosine.py). Its warm-up is ``i / warmup`` (or ``m + (1 - m) i / warmup``), so the first step
+    runs at rate 0 (or at ``m``), never at ``1 / warmup`` with equal increments up to 1; and it clips the cosine
+    at ``end_lr`` instead of scaling it into ``[final_fraction, 1]``, so the decay reaches the floor early with a
+    kink instead of ending there smoothly. The trained ad_vae3d weights and the model card's figures were made
+    with this schedule.
     """
 
     def __init__(self, warmup_iterations: int = 0, total_iterations: int = 0, final_fraction: float = 0.0):

@@ -3,6 +3,7 @@
 from common.evaluation.pd import (
     TEST_CONTROLS,
     ErrorBank,
+    PDEvaluationSettings,
     aggregate_splits,
     brain_slab_mask,
     control_threshold,
@@ -18,6 +19,7 @@ from common.evaluation.pd import (
 __all__ = [
     "TEST_CONTROLS",
     "ErrorBank",
+    "PDEvaluationSettings",
     "aggregate_splits",
     "brain_slab_mask",
     "control_threshold",
@@ -29,12 +31,13 @@ __all__ = [
     "run_pd_evaluation",
     "write_split_aggregates",
     "run_pet_evaluation",
+    "PETEvaluationSettings",
     "PETSimulationEvaluator",
 ]
 
 
 def __getattr__(name: str):
-    if name in ("run_pet_evaluation", "PETSimulationEvaluator"):  # lazy: the PET evaluation needs torch
+    if name in ("run_pet_evaluation", "PETEvaluationSettings", "PETSimulationEvaluator"):  # lazy: the PET evaluation needs torch
         from common.evaluation import pet
 
         return getattr(pet, name)

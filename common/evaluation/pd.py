@@ -14,12 +14,15 @@ one); :func:`run_pd_evaluation` also accepts an :class:`~common.atlases.Atlas` o
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +30,7 @@ from common.atlases import Atlas, load_atlas
 from common.data._jsonio import write_json_atomic, write_text_atomic
 from common.data.slab import analysed_slab
 from common.evaluation.paper_values import PD_PAPER_SOURCE, pd_paper_gmean
+from common.evaluation.reporting import log_summary
 from common.metrics.classification import roc_summary
 
 __all__ = [
@@ -35,16 +39,22 @@ __all__ = [
     "ROW_FIELDS",
     "TEST_CONTROLS",
     "ErrorBank",
+    "PDEvaluation",
+    "PDEvaluationSettings",
     "aggregate_splits",
     "brain_slab_mask",
+    "compute_pd_evaluation",
     "control_threshold",
     "evaluate_rois",
     "format_detection_table",
+    "format_pd_summary",
     "format_roi_table",
     "pd_roi_masks",
     "percent_abnormal",
+    "plot_pd_figures",
     "roi_info",
     "run_pd_evaluation",
+    "write_pd_tables",
     "write_split_aggregates",
 ]
 
@@ -466,44 +476,62 @@ def _resolve_atlas(atlas) -> Atlas | None:
     return load_atlas(atlas)
 
 
-def run_pd_evaluation(error_maps: Mapping | ErrorBank, groups: Mapping[str, str] | None = None,
-                      test_ids: Iterable[str] | None = None, reference_ids: Iterable[str] | None = None,
-                      atlas: Atlas | str | None = "spm1p5", out_dir: str | os.PathLike = "pd_evaluation",
-                      q: float = 0.98, per_roi_threshold: bool = False, n_slices: int = 40,
-                      n_bootstrap: int = 2000, seed: int = 0, model_name: str = "pd_ae",
-                      showcase: Mapping | None = None, *, threshold: float | Mapping[str, float] | None = None,
-                      nuclei: str = "bilateral", roi_masks: Mapping[str, np.ndarray] | None = None,
-                      brain: np.ndarray | None = None, confidence: float = 0.95, split=None,
-                      figures: bool = True, verbose: bool = True, ground_truth: Mapping[str, np.ndarray] | None = None,
-                      fprs: Sequence[float] | None = None, scoring: str = "raw") -> dict:
-    """The whole PD evaluation of one model on one split; writes its results and returns them.
+@dataclass(frozen=True)
+class PDEvaluationSettings:
+    """How one PD evaluation runs: threshold, slab, statistics, labels and outputs (see :func:`run_pd_evaluation`).
 
-    ``error_maps``: ``{id: (X, Y, Z) error map}`` (with ``groups``: ``{id: "control" | "patient"}``) or an
-    :class:`ErrorBank` already restricted to the brain slab. ``test_ids`` (default: every subject not in the
-    reference pool) are scored; ``reference_ids`` are the controls whose errors define tau (training
-    controls by default in the bundles, or a calibration set). A reference pool that overlaps the test set
-    (``reference_ids="test_controls"``: the test set's own controls) is allowed and flagged. ``threshold`` skips the pool and uses a tau computed elsewhere.
-    ROIs: ``roi_masks`` if given, else :func:`pd_roi_masks` of ``atlas`` (``nuclei`` mode); the brain mask:
-    ``brain`` if given, else the atlas's. ROIs with no voxel in the slab are left out (logged, listed).
-
-    Writes to ``out_dir``: ``pd_evaluation.json`` (settings, tau, reference pool, per-ROI rows with ROC
-    curves, per-subject scores), ``roi_results.csv``, ``percent_abnormal.csv`` and, with ``figures``,
-    ``figures/{roc_curves,gmean_bars,percent_abnormal_heatmap}.png`` (+ ``reconstruction_showcase.png`` when
-    ``showcase`` = ``{"image": (2,X,Y,Z), "reconstruction": (2,X,Y,Z), "error": (X,Y,Z), "id": str}``).
-
-    Detection metrics (:mod:`common.evaluation.detection`) are added as ``detection.csv`` and ``result["detection"]``
-    when the reference pool is disjoint from the test set: voxel thresholds at the false-positive rates ``fprs``
-    (default 1 % and 5 %) set on the reference controls, and, given ``ground_truth`` (``{id: bool (V,)}`` at the
-    bank's voxels), voxel AUROC/AP and Dice. ``scoring`` only names what the bank holds ("raw", "zscore").
+    One object instead of a dozen arguments passed from handler to pipeline; the bundle configs keep naming the
+    fields one by one (the handler builds it from its keyword arguments).
     """
-    if not 0.0 < q < 1.0:
-        raise ValueError(f"q must be in the open interval (0, 1), got {q}")
-    atlas = _resolve_atlas(atlas)
-    out_dir = Path(out_dir)
 
-    # --- the bank of brain-slab errors
-    if isinstance(reference_ids, str) and reference_ids != TEST_CONTROLS:
-        raise ValueError(f"reference_ids must be a list of subject ids or {TEST_CONTROLS!r}, got {reference_ids!r}")
+    q: float = 0.98
+    per_roi_threshold: bool = False
+    n_slices: int = 40
+    n_bootstrap: int = 2000
+    seed: int = 0
+    confidence: float = 0.95
+    model_name: str = "pd_ae"
+    nuclei: str = "bilateral"
+    split: Any = None
+    figures: bool = True
+    verbose: bool = True
+    fprs: tuple[float, ...] | None = None
+    scoring: str = "raw"
+
+    def __post_init__(self):
+        if not 0.0 < self.q < 1.0:
+            raise ValueError(f"q must be in the open interval (0, 1), got {self.q}")
+        if self.nuclei not in NUCLEI_MODES:
+            raise ValueError(f"nuclei must be one of {NUCLEI_MODES}, got {self.nuclei!r}")
+        if self.fprs is not None:
+            object.__setattr__(self, "fprs", tuple(float(f) for f in self.fprs))
+
+    @property
+    def title(self) -> str:
+        return self.model_name + (f", split {self.split}" if self.split is not None else "")
+
+
+@dataclass
+class PDEvaluation:
+    """What :func:`compute_pd_evaluation` found: the per-ROI rows, the (subjects, ROIs) % abnormal table and
+    the detection rows, with the inputs that produced them; ``summary`` is the JSON document."""
+
+    bank: ErrorBank
+    test_ids: list[str]
+    test_groups: list[str]
+    reference_ids: list[str]
+    names: list[str]
+    meta: dict[str, dict]
+    tau: float | dict[str, float]
+    table: np.ndarray
+    rows: list[dict]
+    detection: list[dict] | None
+    fprs: tuple[float, ...] | None
+    summary: dict
+
+
+def _pd_bank(error_maps, groups, test_ids, reference_ids, atlas, brain, n_slices) -> ErrorBank:
+    """The bank of brain-slab errors: the one given (checked against the slab), or one built from the maps."""
     if isinstance(error_maps, ErrorBank):
         bank = error_maps
         if brain is not None or atlas is not None:
@@ -512,21 +540,28 @@ def run_pd_evaluation(error_maps: Mapping | ErrorBank, groups: Mapping[str, str]
                 raise ValueError("the error bank's mask differs from the brain slab of the atlas/brain given "
                                  f"(n_slices={n_slices}); build the bank with ErrorBank.for_brain(...), or pass "
                                  "atlas=None with roi_masks for a bank on another grid")
-    else:
-        if groups is None:
-            raise ValueError("groups ({id: 'control' | 'patient'}) are required with a mapping of error maps")
-        if brain is None and atlas is None:
-            raise ValueError("give an atlas (or a brain mask) to define the brain slab")
-        brain_ = np.asarray(brain if brain is not None else atlas.brain, dtype=bool)
-        slab = analysed_slab(brain_, n_slices)
-        wanted = None
-        if test_ids is not None:
-            pool = () if isinstance(reference_ids, str) else (reference_ids or ())
-            wanted = list(dict.fromkeys([*map(str, pool), *map(str, test_ids)]))
-        bank = ErrorBank.from_maps(brain_slab_mask(brain_, slab), {str(k): v for k, v in error_maps.items()},
-                                   {str(k): v for k, v in groups.items()}, ids=wanted, slab=slab)
+        return bank
+    if groups is None:
+        raise ValueError("groups ({id: 'control' | 'patient'}) are required with a mapping of error maps")
+    if brain is None and atlas is None:
+        raise ValueError("give an atlas (or a brain mask) to define the brain slab")
+    brain_ = np.asarray(brain if brain is not None else atlas.brain, dtype=bool)
+    slab = analysed_slab(brain_, n_slices)
+    wanted = None
+    if test_ids is not None:
+        pool = () if isinstance(reference_ids, str) else (reference_ids or ())
+        wanted = list(dict.fromkeys([*map(str, pool), *map(str, test_ids)]))
+    return ErrorBank.from_maps(brain_slab_mask(brain_, slab), {str(k): v for k, v in error_maps.items()},
+                               {str(k): v for k, v in groups.items()}, ids=wanted, slab=slab)
 
-    pool_is_test_controls = isinstance(reference_ids, str)  # == TEST_CONTROLS, checked above
+
+def compute_pd_evaluation(bank: ErrorBank, test_ids: Iterable[str] | None, reference_ids: Iterable[str] | str | None,
+                          roi_masks: Mapping[str, np.ndarray], atlas: Atlas | None = None,
+                          settings: PDEvaluationSettings = PDEvaluationSettings(), *,
+                          threshold: float | Mapping[str, float] | None = None,
+                          ground_truth: Mapping[str, np.ndarray] | None = None) -> PDEvaluation:
+    """The statistics of :func:`run_pd_evaluation`, on arrays only: no file, figure or output."""
+    pool_is_test_controls = isinstance(reference_ids, str)  # == TEST_CONTROLS, checked by the caller
     reference_ids = [] if pool_is_test_controls else [str(i) for i in (reference_ids or ())]
     if test_ids is None:
         ref = set(reference_ids)
@@ -544,10 +579,6 @@ def run_pd_evaluation(error_maps: Mapping | ErrorBank, groups: Mapping[str, str]
         logger.warning("%d reference control(s) are also test subjects: tau is tuned on the test set", len(overlap))
 
     # --- ROIs within the slab
-    if roi_masks is None:
-        if atlas is None:
-            raise ValueError("give roi_masks or an atlas")
-        roi_masks = pd_roi_masks(atlas, nuclei)
     roi_masks = {"whole_brain": bank.mask, **roi_masks} if "whole_brain" not in roi_masks else dict(roi_masks)
     voxels = {n: int(bank.columns(m).size) for n, m in roi_masks.items()}
     skipped = [n for n, v in voxels.items() if v == 0]
@@ -558,6 +589,7 @@ def run_pd_evaluation(error_maps: Mapping | ErrorBank, groups: Mapping[str, str]
     meta = roi_info(atlas, names)
 
     # --- tau, scores, statistics
+    s = settings
     if threshold is not None:
         if isinstance(threshold, Mapping):
             missing = [n for n in names if n not in threshold]
@@ -568,80 +600,153 @@ def run_pd_evaluation(error_maps: Mapping | ErrorBank, groups: Mapping[str, str]
             tau = float(threshold)
         source = "given"
     else:
-        tau = control_threshold(bank, reference_ids, q, per_roi=per_roi_threshold, roi_masks=roi_masks)
+        tau = control_threshold(bank, reference_ids, s.q, per_roi=s.per_roi_threshold, roi_masks=roi_masks)
         source = "reference_pool"
     table = percent_abnormal(bank, roi_masks, tau, ids=test_ids)
-    rows = evaluate_rois(table, labels, names, [voxels[n] for n in names], n_bootstrap=n_bootstrap, seed=seed,
-                         confidence=confidence, roi_meta=meta, thresholds=tau)
+    rows = evaluate_rois(table, labels, names, [voxels[n] for n in names], n_bootstrap=s.n_bootstrap, seed=s.seed,
+                         confidence=s.confidence, roi_meta=meta, thresholds=tau)
 
-    detection = None
+    detection, fprs = None, s.fprs
     if reference_ids and not overlap:
-        from common.evaluation.detection import DEFAULT_FPRS, detection_fields, detection_rows
+        from common.evaluation.detection import DEFAULT_FPRS, detection_rows
 
         fprs = tuple(DEFAULT_FPRS if fprs is None else fprs)
         detection = detection_rows(bank, test_ids, reference_ids, roi_masks, percent_abnormal=table,
-                                   ground_truth=ground_truth, fprs=fprs, n_bootstrap=n_bootstrap, seed=seed,
-                                   confidence=confidence)
+                                   ground_truth=ground_truth, fprs=fprs, n_bootstrap=s.n_bootstrap, seed=s.seed,
+                                   confidence=s.confidence)
 
     test_groups = [bank.groups[r] for r in test_rows]
-    title = model_name + (f", split {split}" if split is not None else "")
-    result = {
-        "model": model_name, "split": split,
+    summary = {
+        "model": s.model_name, "split": s.split,
         "grid": atlas.grid.name if atlas is not None else None,
-        "n_slices": n_slices, "slab": bank.slab, "n_brain_slab_voxels": bank.n_voxels,
-        "scoring": scoring,
-        "q": q, "threshold_mode": "per_roi" if isinstance(tau, Mapping) else "global",
+        "n_slices": s.n_slices, "slab": bank.slab, "n_brain_slab_voxels": bank.n_voxels,
+        "scoring": s.scoring,
+        "q": s.q, "threshold_mode": "per_roi" if isinstance(tau, Mapping) else "global",
         "threshold_source": source, "threshold": tau,
         "reference_pool": {"ids": reference_ids, "n": len(reference_ids), "overlaps_test": overlap},
         "test": {"ids": test_ids, "n_controls": int((~labels).sum()), "n_patients": int(labels.sum())},
-        "n_bootstrap": n_bootstrap, "confidence": confidence, "seed": seed,
+        "n_bootstrap": s.n_bootstrap, "confidence": s.confidence, "seed": s.seed,
         "nested": "leave-one-out: each test subject's g-mean threshold is chosen on the other test subjects",
         "skipped_rois": skipped,
         "rois": rows,
         "subjects": [{"id": i, "group": g, "percent_abnormal": dict(zip(names, t))}
                      for i, g, t in zip(test_ids, test_groups, table.tolist())],
     }
-    result["metrics"] = {f"{r['roi']}_{k}": r[k] for r in rows for k in ("auc", "paper_gmean", "nested_gmean")}
-    result["detection"] = detection
+    summary["metrics"] = {f"{r['roi']}_{k}": r[k] for r in rows for k in ("auc", "paper_gmean", "nested_gmean")}
+    summary["detection"] = detection
     if detection is not None:
-        result["metrics"].update({f"{r['roi']}_{k}": r[k] for r in detection for k in ("voxel_ap", "voxel_auroc")})
+        summary["metrics"].update({f"{r['roi']}_{k}": r[k] for r in detection for k in ("voxel_ap", "voxel_auroc")})
+    return PDEvaluation(bank, test_ids, test_groups, reference_ids, names, meta, tau, table, rows, detection, fprs,
+                        summary)
 
-    # --- files
+
+def write_pd_tables(ev: PDEvaluation, out_dir: str | os.PathLike, settings: PDEvaluationSettings) -> dict[str, Path]:
+    """``roi_results.csv``, ``percent_abnormal.csv`` and ``detection.csv`` (each atomically)."""
+    out_dir = Path(out_dir)
+    model = settings.model_name
     files = {
-        "json": out_dir / "pd_evaluation.json",
         "roi_results": _write_csv(out_dir / "roi_results.csv", ["model", *ROW_FIELDS],
-                                  ([model_name, *(r[f] for f in ROW_FIELDS)] for r in rows)),
-        "percent_abnormal": _write_csv(out_dir / "percent_abnormal.csv", ["id", "group", *names],
-                                       ([i, g, *t] for i, g, t in zip(test_ids, test_groups, table.tolist()))),
+                                  ([model, *(r[f] for f in ROW_FIELDS)] for r in ev.rows)),
+        "percent_abnormal": _write_csv(out_dir / "percent_abnormal.csv", ["id", "group", *ev.names],
+                                       ([i, g, *t] for i, g, t in zip(ev.test_ids, ev.test_groups, ev.table.tolist()))),
     }
-    if detection is not None:
-        fields = detection_fields(fprs)
-        files["detection"] = _write_csv(out_dir / "detection.csv", ["model", "scoring", *fields],
-                                        ([model_name, scoring, *(r[f] for f in fields)] for r in detection))
-    if figures:
-        from common.visualize import pd as viz
+    if ev.detection is not None:
+        from common.evaluation.detection import detection_fields
 
-        fig_dir = out_dir / "figures"
-        files["roc_curves"] = viz.plot_roc_curves(rows, fig_dir / "roc_curves.png", title=title)
-        files["gmean_bars"] = viz.plot_gmean_bars(rows, fig_dir / "gmean_bars.png", title=title)
-        files["percent_abnormal_heatmap"] = viz.plot_percent_abnormal_heatmap(
-            table, test_groups, names, fig_dir / "percent_abnormal_heatmap.png", ids=test_ids, title=title,
-            approximate={n: bool(meta[n]["approximate"]) for n in names})
-        if showcase is not None:
-            files["reconstruction_showcase"] = viz.plot_reconstruction_showcase(
-                showcase, fig_dir / "reconstruction_showcase.png", mask=bank.mask,
-                tau=None if isinstance(tau, Mapping) else tau, title=model_name)
+        fields = detection_fields(ev.fprs)
+        files["detection"] = _write_csv(out_dir / "detection.csv", ["model", "scoring", *fields],
+                                        ([model, settings.scoring, *(r[f] for f in fields)] for r in ev.detection))
+    return files
+
+
+def plot_pd_figures(ev: PDEvaluation, fig_dir: str | os.PathLike, settings: PDEvaluationSettings,
+                    showcase: Mapping | None = None) -> dict[str, Path]:
+    """The ROC curves, g-mean bars and % abnormal heat map (and the reconstruction showcase) of one evaluation."""
+    from common.visualize import pd as viz
+
+    fig_dir, title, tau = Path(fig_dir), settings.title, ev.tau
+    files = {
+        "roc_curves": viz.plot_roc_curves(ev.rows, fig_dir / "roc_curves.png", title=title),
+        "gmean_bars": viz.plot_gmean_bars(ev.rows, fig_dir / "gmean_bars.png", title=title),
+        "percent_abnormal_heatmap": viz.plot_percent_abnormal_heatmap(
+            ev.table, ev.test_groups, ev.names, fig_dir / "percent_abnormal_heatmap.png", ids=ev.test_ids,
+            title=title, approximate={n: bool(ev.meta[n]["approximate"]) for n in ev.names}),
+    }
+    if showcase is not None:
+        files["reconstruction_showcase"] = viz.plot_reconstruction_showcase(
+            showcase, fig_dir / "reconstruction_showcase.png", mask=ev.bank.mask,
+            tau=None if isinstance(tau, Mapping) else tau, title=settings.model_name)
+    return files
+
+
+def format_pd_summary(ev: PDEvaluation, settings: PDEvaluationSettings) -> str:
+    """The summary a run reports: tau and its pool, the test set, the per-ROI and detection tables."""
+    tau, result = ev.tau, ev.summary
+    tau_text = (f"per-ROI tau (whole brain {tau['whole_brain']:.4g})" if isinstance(tau, Mapping)
+                else f"tau = {tau:.4g}")
+    pool = (f"q = {settings.q} of {len(ev.reference_ids)} reference controls"
+            if result["threshold_source"] == "reference_pool" else "given")
+    return (f"PD evaluation of {settings.title}: {tau_text} ({pool}); test set "
+            f"{result['test']['n_controls']} controls, {result['test']['n_patients']} patients\n"
+            f"{format_roi_table(ev.rows, settings.confidence)}"
+            + ("\n" + format_detection_table(ev.detection, ev.fprs) if ev.detection is not None else ""))
+
+
+def run_pd_evaluation(error_maps: Mapping | ErrorBank, groups: Mapping[str, str] | None = None,
+                      test_ids: Iterable[str] | None = None, reference_ids: Iterable[str] | None = None,
+                      atlas: Atlas | str | None = "spm1p5", out_dir: str | os.PathLike | None = "pd_evaluation",
+                      settings: PDEvaluationSettings | None = None, *, showcase: Mapping | None = None,
+                      threshold: float | Mapping[str, float] | None = None,
+                      roi_masks: Mapping[str, np.ndarray] | None = None, brain: np.ndarray | None = None,
+                      ground_truth: Mapping[str, np.ndarray] | None = None, **options) -> dict:
+    """The whole PD evaluation of one model on one split: :func:`compute_pd_evaluation`, then its files
+    (:func:`write_pd_tables`, :func:`plot_pd_figures`, ``pd_evaluation.json``) and its summary (logged).
+
+    ``error_maps``: ``{id: (X, Y, Z) error map}`` (with ``groups``: ``{id: "control" | "patient"}``) or an
+    :class:`ErrorBank` already restricted to the brain slab. ``test_ids`` (default: every subject not in the
+    reference pool) are scored; ``reference_ids`` are the controls whose errors define tau (training
+    controls by default in the bundles, or a calibration set). A reference pool that overlaps the test set
+    (``reference_ids="test_controls"``: the test set's own controls) is allowed and flagged. ``threshold`` skips
+    the pool and uses a tau computed elsewhere.
+    ROIs: ``roi_masks`` if given, else :func:`pd_roi_masks` of ``atlas`` (``nuclei`` mode); the brain mask:
+    ``brain`` if given, else the atlas's. ROIs with no voxel in the slab are left out (logged, listed).
+
+    ``settings`` (:class:`PDEvaluationSettings`), or its fields as keyword ``options`` (``q=0.98, n_slices=40,
+    ...``; options override the fields of ``settings``).
+
+    Writes to ``out_dir`` (None: nothing written, e.g. on a rank other than 0): ``pd_evaluation.json`` (settings,
+    tau, reference pool, per-ROI rows with ROC curves, per-subject scores), ``roi_results.csv``,
+    ``percent_abnormal.csv`` and, with ``figures``, ``figures/{roc_curves,gmean_bars,percent_abnormal_heatmap}.png``
+    (+ ``reconstruction_showcase.png`` when ``showcase`` = ``{"image": (2,X,Y,Z), "reconstruction": (2,X,Y,Z),
+    "error": (X,Y,Z), "id": str}``).
+
+    Detection metrics (:mod:`common.evaluation.detection`) are added as ``detection.csv`` and ``result["detection"]``
+    when the reference pool is disjoint from the test set: voxel thresholds at the false-positive rates ``fprs``
+    (default 1 % and 5 %) set on the reference controls, and, given ``ground_truth`` (``{id: bool (V,)}`` at the
+    bank's voxels), voxel AUROC/AP and Dice. ``scoring`` only names what the bank holds ("raw", "zscore").
+    """
+    settings = dataclasses.replace(settings or PDEvaluationSettings(), **options)
+    atlas = _resolve_atlas(atlas)
+    if isinstance(reference_ids, str) and reference_ids != TEST_CONTROLS:
+        raise ValueError(f"reference_ids must be a list of subject ids or {TEST_CONTROLS!r}, got {reference_ids!r}")
+    bank = _pd_bank(error_maps, groups, test_ids, reference_ids, atlas, brain, settings.n_slices)
+    if roi_masks is None:
+        if atlas is None:
+            raise ValueError("give roi_masks or an atlas")
+        roi_masks = pd_roi_masks(atlas, settings.nuclei)
+    ev = compute_pd_evaluation(bank, test_ids, reference_ids, roi_masks, atlas, settings, threshold=threshold,
+                               ground_truth=ground_truth)
+    result = ev.summary
+    if out_dir is None:
+        result["files"] = {}
+        return result
+    out_dir = Path(out_dir)
+    files = {"json": out_dir / "pd_evaluation.json", **write_pd_tables(ev, out_dir, settings)}
+    if settings.figures:
+        files.update(plot_pd_figures(ev, out_dir / "figures", settings, showcase))
     result["files"] = {k: str(v) for k, v in files.items()}
     write_json_atomic(files["json"], _jsonable(result))
-    if verbose:
-        tau_text = (f"per-ROI tau (whole brain {tau['whole_brain']:.4g})" if isinstance(tau, Mapping)
-                    else f"tau = {tau:.4g}")
-        pool = f"q = {q} of {len(reference_ids)} reference controls" if source == "reference_pool" else "given"
-        print(f"PD evaluation of {title}: {tau_text} ({pool}); test set "
-              f"{result['test']['n_controls']} controls, {result['test']['n_patients']} patients\n"
-              f"{format_roi_table(rows, confidence)}\n"
-              + (format_detection_table(detection, fprs) + "\n" if detection is not None else "")
-              + f"results in {out_dir}")
+    log_summary(format_pd_summary(ev, settings) + f"\nresults in {out_dir}", settings.verbose, logger)
     return result
 
 

@@ -1,7 +1,8 @@
 """Simulation-based evaluation of anomaly detection on FDG PET (AD paper sections 2.2 and 3; docs/design.md 4.2).
 
 The healthy test images are loaded once (validated). Hypometabolism is simulated in memory,
-``x' = x * (1 - d/100 * G_sigma(M))``, with each smoothed mask ``G_sigma(M)`` computed once for all subjects.
+``x' = x * (1 - d/100 * G_sigma(M))`` by :class:`~common.transforms.SimulateHypometabolism`, one per mask, so
+each smoothed mask ``G_sigma(M)`` is computed once for all subjects and degrees.
 Every input is min-max normalised with ITS HEALTHY image's min and max (a simulated image normalised on its
 own would change scale whenever the maximum lies in the mask) and reconstructed in batches under
 ``torch.no_grad``. Four analyses:
@@ -34,6 +35,7 @@ of the brain, computed in SUVR (reconstructions mapped back with the healthy ima
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -42,10 +44,11 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage, stats
+from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 from tqdm.auto import tqdm
 
@@ -53,9 +56,10 @@ from common.data._jsonio import write_json_atomic
 from common.errors import InputDataError
 from common.evaluation import paper_values
 from common.evaluation.pd import _jsonable, _write_csv
+from common.evaluation.reporting import log_summary
 from common.grids import get_grid
-from common.metrics.image import SSIM_SIGMA, SSIM_TRUNCATE, mae, mse, psnr, ssim_map
-from common.transforms.hypometabolism import DEMENTIA_PATTERNS, smoothed_mask
+from common.metrics.image import SSIMMoments, mae, mse, psnr, ssim_by_region, ssim_map
+from common.transforms.hypometabolism import DEMENTIA_PATTERNS, SimulateHypometabolism
 
 __all__ = [
     "BASELINE_NAME",
@@ -70,6 +74,12 @@ __all__ = [
     "ssim_by_region",
     "voxel_detection",
     "run_pet_evaluation",
+    "compute_pet_tables",
+    "write_pet_tables",
+    "plot_pet_figures",
+    "format_pet_summary",
+    "PETEvaluation",
+    "PETEvaluationSettings",
     "PETSimulationEvaluator",
 ]
 
@@ -112,44 +122,6 @@ def effective_reduction(healthy: np.ndarray, simulated: np.ndarray, mask: np.nda
     """
     mask = np.asarray(mask, bool)
     return float(1.0 - np.mean(simulated[mask], dtype=np.float64) / np.mean(healthy[mask], dtype=np.float64))
-
-
-def ssim_by_region(local: np.ndarray, regions: Mapping[str, np.ndarray | None]) -> dict[str, float]:
-    """Mean of an SSIM map per region, by the conventions of :func:`common.metrics.image.ssim`: a region of
-    None is the whole volume without a border of the window radius; a mask averages the map over its voxels.
-    One SSIM map serves all regions (the map is the costly part)."""
-    out = {}
-    for name, region in regions.items():
-        if region is None:
-            pad = int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5)
-            out[name] = float(local[tuple(slice(pad, -pad) for _ in local.shape)].mean())
-        else:
-            out[name] = float(local[region].mean())
-    return out
-
-
-class _SSIMMoments:
-    """An image with its Gaussian-weighted local mean and second moment (the statistics :func:`ssim_map` smooths).
-
-    The dementia rows compare one reconstruction with both the healthy image and the healthy image's
-    reconstruction, six times per subject: keeping these moments smooths 4 volumes per row instead of 10.
-    Tested equal to :func:`common.metrics.image.ssim_map`.
-    """
-
-    def __init__(self, image: np.ndarray):
-        self.image = np.asarray(image, np.float64)
-        self.mean = _smooth(self.image)
-        self.var = _smooth(self.image * self.image) - self.mean * self.mean
-
-    def ssim_map(self, other: _SSIMMoments, data_range: float = 1.0) -> np.ndarray:
-        ux, uy = self.mean, other.mean
-        cov = _smooth(self.image * other.image) - ux * uy
-        c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-        return ((2 * ux * uy + c1) * (2 * cov + c2)) / ((ux * ux + uy * uy + c1) * (self.var + other.var + c2))
-
-
-def _smooth(a: np.ndarray) -> np.ndarray:
-    return ndimage.gaussian_filter(a, SSIM_SIGMA, truncate=SSIM_TRUNCATE, mode="reflect")
 
 
 def voxel_detection(anomaly: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -343,210 +315,260 @@ def _check_degrees(degrees, dementia_degree) -> tuple[float, ...]:
     return tuple(degrees)
 
 
-def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], patients: Sequence[Mapping] = (),
-                       out_dir: str | os.PathLike = "pet_evaluation", grid: str = "clinicadl2",
-                       degrees: Sequence[float] = DEFAULT_DEGREES, sweep_mask: str = "ad",
-                       dementias: Sequence[str] = DEMENTIA_PATTERNS, dementia_degree: float = 30.0,
-                       sigma_mm: float = 5.0, batch_size: int = 4, device=None, progress: bool = True,
-                       seed: int = 0, *, test: str = "paired", alpha: float = 0.05, voxel_subsample: int | None = 50_000,
-                       masks: Mapping[str, np.ndarray] | None = None, brain: np.ndarray | None = None,
-                       modality: str = "PET", loader: Callable | None = None, num_threads: int = 2,
-                       figures: bool = True, model_name: str = "ad_vae3d", split=None, verbose: bool = True,
-                       train_subjects: Sequence[Mapping] = (), calibration_subjects: Sequence[Mapping] = (),
-                       calibration_pool: str = "validation controls", fprs: Sequence[float] = DEFAULT_FPRS,
-                       n_bootstrap: int = 2000, normative: Mapping | None = None) -> dict:
-    """The whole simulation-based evaluation of one model; writes its results under ``out_dir`` and returns them.
+@dataclass(frozen=True)
+class PETEvaluationSettings:
+    """How one PET evaluation runs (see :func:`run_pet_evaluation`): simulation, statistics, baseline,
+    calibration, labels and outputs; checked when made, before any image is read.
 
-    ``reconstruct``: a torch module or callable mapping a (B, 1, X, Y, Z) float tensor in [0, 1] to a same-shape
-    reconstruction (deterministic: a VAE decodes its mean). Modules are put in eval mode for the run.
-    ``test_subjects``: healthy test controls, ``patients``: real patients (may be empty), as dataset entries
-    (``id``, ``image``; e.g. from :func:`common.data.split_subjects`). Masks are the grid atlas's, by name,
-    unless ``masks`` (``{name: binary array}``) and ``brain`` are given (e.g. on another grid); every mask is
-    ANDed with the brain before it is simulated or scored (docs/design.md 2.4). Degree 0 is always added.
-
-    Options: ``test`` (``"paired"`` or ``"welch"``) and ``alpha`` of the degree sweep; ``voxel_subsample``: the
-    number of brain voxels (drawn once with ``seed``, the same for every image) scored in (d), None for all;
-    ``loader``: path -> (1, X, Y, Z) volume on ``grid`` (default: validated loading of ``modality`` on ``grid``;
-    the bundle passes :class:`~common.transforms.LoadPETImage`, which also reduces Clinica pet-linear images).
-
-    Baseline and calibration (module docstring): ``train_subjects`` (healthy training controls) fit the
-    ``normative`` baseline (options of :class:`~common.normative.NormativeModel`; tail ``"lower"`` by default),
-    none: no baseline; ``calibration_subjects`` (held-out healthy controls, named ``calibration_pool`` in the
-    outputs) set each model's voxel thresholds at ``fprs``, none: no thresholds; ``n_bootstrap`` resamples (over
-    subjects) give the confidence intervals. The four subject lists must not share a subject.
-
-    Writes ``sweep.csv``, ``sweep_stats.csv``, ``dementias.csv``, ``dementia_table.csv``, ``cn_vs_ad.csv``,
-    ``cn_vs_ad_table.csv``, ``voxel_detection.csv``, ``voxel_thresholds.csv``, ``subject_scores.csv``,
-    ``subject_detection.csv``, ``paper_comparison.csv``, ``summary.json`` and ``figures/*.png``, each atomically
-    and only once everything is computed: a failure leaves no partial results. Returns the summary plus ``rows``
-    (the CSVs' rows, unrounded).
+    One object instead of two dozen arguments; the bundle config keeps naming the fields one by one
+    (:class:`PETSimulationEvaluator` passes them as keyword options).
     """
-    t_start = time.perf_counter()
-    grid_ = get_grid(grid)
-    if test not in T_TESTS:
-        raise ValueError(f"test must be one of {T_TESTS}, got {test!r}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if voxel_subsample is not None and int(voxel_subsample) < 2:
-        raise ValueError(f"voxel_subsample must be None or >= 2, got {voxel_subsample}")
-    if float(sigma_mm) < 0:
-        raise ValueError(f"sigma_mm must be >= 0, got {sigma_mm}")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputDataError(out_dir, "the output folder exists and is not a folder")
-    degrees = _check_degrees(degrees, dementia_degree)
-    dementia_degree = float(dementia_degree)
-    dementias = list(dict.fromkeys(dementias))
-    subjects = _check_subjects(test_subjects, "test_subjects")
-    patients = _check_subjects(patients, "patients", allow_empty=True)
-    train = _check_subjects(train_subjects, "train_subjects", allow_empty=True)
-    calibration = _check_subjects(calibration_subjects, "calibration_subjects", allow_empty=True)
-    parts = {"test_subjects": subjects, "patients": patients, "calibration_subjects": calibration,
-             "train_subjects": train}
-    names_ = list(parts)
-    for i, a in enumerate(names_):
-        for b in names_[i + 1:]:
+
+    grid: str = "clinicadl2"
+    degrees: tuple[float, ...] = DEFAULT_DEGREES
+    sweep_mask: str = "ad"
+    dementias: tuple[str, ...] = DEMENTIA_PATTERNS
+    dementia_degree: float = 30.0
+    sigma_mm: float = 5.0
+    batch_size: int = 4
+    progress: bool = True
+    seed: int = 0
+    test: str = "paired"
+    alpha: float = 0.05
+    voxel_subsample: int | None = 50_000
+    modality: str = "PET"
+    num_threads: int = 2
+    figures: bool = True
+    model_name: str = "ad_vae3d"
+    split: Any = None
+    verbose: bool = True
+    calibration_pool: str = "validation controls"
+    fprs: tuple[float, ...] = DEFAULT_FPRS
+    n_bootstrap: int = 2000
+    normative: Mapping | None = None
+
+    def __post_init__(self):
+        get_grid(self.grid)
+        if self.test not in T_TESTS:
+            raise ValueError(f"test must be one of {T_TESTS}, got {self.test!r}")
+        if int(self.batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.voxel_subsample is not None and int(self.voxel_subsample) < 2:
+            raise ValueError(f"voxel_subsample must be None or >= 2, got {self.voxel_subsample}")
+        if float(self.sigma_mm) < 0:
+            raise ValueError(f"sigma_mm must be >= 0, got {self.sigma_mm}")
+        fprs = tuple(sorted({float(f) for f in self.fprs}))
+        if any(not 0.0 < f < 1.0 for f in fprs):
+            raise ValueError(f"fprs must be false-positive rates in (0, 1), got {list(fprs)}")
+        if int(self.n_bootstrap) < 1:
+            raise ValueError(f"n_bootstrap must be >= 1, got {self.n_bootstrap}")
+        if "mask" in (self.normative or {}) or "spacing" in (self.normative or {}):
+            raise ValueError("normative options must not set mask or spacing: the brain mask and the grid's are used")
+        if self.model_name == BASELINE_NAME:
+            raise ValueError(f"model_name {self.model_name!r} is the baseline's name in the outputs; choose another")
+        if not self.calibration_pool or not str(self.calibration_pool).strip():
+            raise ValueError("calibration_pool must name the held-out healthy set (e.g. 'validation controls')")
+        set_ = object.__setattr__
+        set_(self, "degrees", _check_degrees(self.degrees, self.dementia_degree))
+        set_(self, "dementia_degree", float(self.dementia_degree))
+        set_(self, "dementias", tuple(dict.fromkeys(self.dementias)))
+        set_(self, "fprs", fprs)
+
+    @property
+    def normative_options(self) -> dict:
+        """Options of the baseline's :class:`~common.normative.NormativeModel` (lower tail: hypometabolism)."""
+        return {"tail": "lower", **dict(self.normative or {})}
+
+    @property
+    def mask_names(self) -> list[str]:
+        return list(dict.fromkeys([self.sweep_mask, *self.dementias]))
+
+    @property
+    def title(self) -> str:
+        return self.model_name + (f", split {self.split}" if self.split is not None else "")
+
+
+def _intensity_range(subject: Mapping, volume: np.ndarray, grid) -> tuple[float, float]:
+    """The min and max of a loaded volume, which must lie on ``grid`` and not be constant."""
+    if volume.shape != grid.shape:
+        raise InputDataError(_first_file(subject), f"loaded as {volume.shape}, the {grid.name} grid is {grid.shape}")
+    lo, hi = float(volume.min()), float(volume.max())
+    if not hi > lo:
+        raise InputDataError(_first_file(subject),
+                             f"constant image (all voxels {lo:g}): it cannot be min-max normalised")
+    return lo, hi
+
+
+@dataclass
+class _PETInputs:
+    """Every volume of the run, read and validated before any model call: test controls then patients
+    (``volumes``, raw, with their ranges), calibration controls, and training controls normalised on their own."""
+
+    subjects: list[dict]
+    patients: list[dict]
+    train: list[dict]
+    calibration: list[dict]
+    volumes: list[np.ndarray]
+    ranges: list[tuple[float, float]]
+    cal_volumes: list[np.ndarray]
+    cal_ranges: list[tuple[float, float]]
+    train_volumes: list[np.ndarray]
+
+    @property
+    def everyone(self) -> list[dict]:
+        return [*self.subjects, *self.patients]
+
+
+def _check_subject_lists(test_subjects, patients, train_subjects, calibration_subjects) -> list[list[dict]]:
+    """The four subject lists, each checked, and no subject in two of them: test, patients, calibration, train."""
+    parts = {"test_subjects": _check_subjects(test_subjects, "test_subjects"),
+             "patients": _check_subjects(patients, "patients", allow_empty=True),
+             "calibration_subjects": _check_subjects(calibration_subjects, "calibration_subjects", allow_empty=True),
+             "train_subjects": _check_subjects(train_subjects, "train_subjects", allow_empty=True)}
+    names = list(parts)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
             shared = sorted({str(s["id"]) for s in parts[a]} & {str(s["id"]) for s in parts[b]})
             if shared:
                 raise ValueError(f"subject(s) both in {a} and {b}: {', '.join(shared)}")
-    fprs = tuple(sorted({float(f) for f in fprs}))
-    if any(not 0.0 < f < 1.0 for f in fprs):
-        raise ValueError(f"fprs must be false-positive rates in (0, 1), got {list(fprs)}")
-    if int(n_bootstrap) < 1:
-        raise ValueError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
-    normative_options = {"tail": "lower", **dict(normative or {})}
-    if "mask" in normative_options or "spacing" in normative_options:
-        raise ValueError("normative options must not set mask or spacing: the brain mask and the grid's are used")
-    if model_name == BASELINE_NAME:
-        raise ValueError(f"model_name {model_name!r} is the baseline's name in the outputs; choose another")
-    if not calibration_pool or not str(calibration_pool).strip():
-        raise ValueError("calibration_pool must name the held-out healthy set (e.g. 'validation controls')")
-    names = list(dict.fromkeys([sweep_mask, *dementias]))
-    regions, brain = _resolve_masks(names, grid_, masks, brain)
-    model = _Reconstructor(reconstruct, device)
+    return list(parts.values())
 
-    # --- every volume is read (and validated) before any model call
+
+def _load_pet_inputs(subjects: list[dict], patients_: list[dict], calibration: list[dict], train: list[dict], grid,
+                     settings: PETEvaluationSettings, loader: Callable | None) -> _PETInputs:
+    """Every volume of the run (:func:`common.data.volumes.load_subject_volumes`), read and validated."""
     from common.data.volumes import load_subject_volumes
 
-    t0 = time.perf_counter()
-    everyone = [*subjects, *patients]
-    volumes = load_subject_volumes(everyone, grid_, [modality], keep=lambda i, v: v[0], num_threads=num_threads,
-                                   progress=progress, desc="loading PET images", loader=loader)
-    cal_volumes = load_subject_volumes(calibration, grid_, [modality], keep=lambda i, v: v[0],
-                                       num_threads=num_threads, progress=progress,
-                                       desc="loading calibration PET images", loader=loader) if calibration else []
+    s = settings
 
-    def check_range(s: Mapping, v: np.ndarray) -> tuple[float, float]:
-        if v.shape != grid_.shape:
-            raise InputDataError(_first_file(s), f"loaded as {v.shape}, the {grid_.name} grid is {grid_.shape}")
-        lo, hi = float(v.min()), float(v.max())
-        if not hi > lo:
-            raise InputDataError(_first_file(s), f"constant image (all voxels {lo:g}): it cannot be min-max normalised")
-        return lo, hi
+    def load(entries, desc, keep=lambda i, v: v[0]):
+        if not entries:
+            return []
+        return load_subject_volumes(entries, grid, [s.modality], keep=keep, num_threads=s.num_threads,
+                                    progress=s.progress, desc=desc, loader=loader)
 
     def own_normalised(i: int, v: np.ndarray) -> np.ndarray:
         """A training image as the VAE saw it: min-max normalised on its own (channel axis kept)."""
-        lo, hi = check_range(train[i], v[0])
+        lo, hi = _intensity_range(train[i], v[0], grid)
         return ((v - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32, copy=False)
 
-    train_volumes = load_subject_volumes(train, grid_, [modality], keep=own_normalised, num_threads=num_threads,
-                                         progress=progress, desc="loading training PET images",
-                                         loader=loader) if train else []
-    ranges = [check_range(s, v) for s, v in zip(everyone, volumes)]
-    cal_ranges = [check_range(s, v) for s, v in zip(calibration, cal_volumes)]
-    t_load = time.perf_counter() - t0
+    everyone = [*subjects, *patients_]
+    volumes = load(everyone, "loading PET images")
+    cal_volumes = load(calibration, "loading calibration PET images")
+    train_volumes = load(train, "loading training PET images", keep=own_normalised)
+    return _PETInputs(subjects, patients_, train, calibration, volumes,
+                      [_intensity_range(e, v, grid) for e, v in zip(everyone, volumes)], cal_volumes,
+                      [_intensity_range(e, v, grid) for e, v in zip(calibration, cal_volumes)], train_volumes)
 
-    # --- the baseline: a voxel-wise normative model of the training controls' normalised images
-    t0 = time.perf_counter()
-    scorers: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-        model_name: lambda x, r: np.abs(x - r)}  # (input, reconstruction) -> anomaly map, per model
-    if train:
-        from common.normative import NormativeModel
 
-        baseline_model = NormativeModel(brain, spacing=grid_.spacing, **normative_options)
-        baseline_model.fit(np.stack(train_volumes))
-        scorers[BASELINE_NAME] = lambda x, r: np.asarray(baseline_model.score(x[None]), np.float32)
-    del train_volumes
-    t_fit = time.perf_counter() - t0
+class _PETScorer:
+    """Everything one reconstruction is scored with: the simulation of each condition, the masks, the voxel sample,
+    each model's anomaly map (the VAE's ``|input - reconstruction|``, the baseline's z-scores) and the calibrated
+    thresholds; :meth:`metrics` turns one reconstruction into its rows (run in worker threads)."""
 
-    # --- the conditions, and each smoothed mask once for all subjects
-    spacing = grid_.spacing
-    smoothed = {n: smoothed_mask(regions[n], sigma_mm, spacing) if sigma_mm > 0 else regions[n].astype(np.float32)
-                for n in names}
-    conditions = [_HEALTHY, *[_Condition(sweep_mask, d) for d in degrees if d > 0],
-                  *[_Condition(n, dementia_degree) for n in dementias]]
-    conditions.append(_Condition(sweep_mask, dementia_degree))  # the Fig. 2 example, if not in the sweep
-    conditions = list(dict.fromkeys(conditions))
-    factors = {c: (1.0 - np.float32(c.degree / 100.0) * smoothed[c.mask]).astype(np.float32)
-               for c in conditions if not c.healthy}
-    sweep_set = {_HEALTHY, *(_Condition(sweep_mask, d) for d in degrees if d > 0)}
-    dementia_set = {_Condition(n, dementia_degree) for n in dementias}
-    outside = {n: brain & ~regions[n] for n in names}
+    def __init__(self, inputs: _PETInputs, grid, regions: Mapping[str, np.ndarray], brain: np.ndarray,
+                 settings: PETEvaluationSettings, baseline=None):
+        s = self.settings = settings
+        self.inputs, self.regions, self.brain = inputs, regions, brain
+        self.n_test = len(inputs.subjects)
+        # each simulator smooths its mask once, for every subject and degree
+        self.simulators = {n: SimulateHypometabolism(regions[n], sigma_mm=s.sigma_mm, spacing=grid.spacing,
+                                                     grid=grid.name) for n in s.mask_names}
+        self.sweep_set = {_HEALTHY, *(_Condition(s.sweep_mask, d) for d in s.degrees if d > 0)}
+        self.dementia_set = {_Condition(n, s.dementia_degree) for n in s.dementias}
+        conditions = [_HEALTHY, *[_Condition(s.sweep_mask, d) for d in s.degrees if d > 0],
+                      *[_Condition(n, s.dementia_degree) for n in s.dementias]]
+        conditions.append(_Condition(s.sweep_mask, s.dementia_degree))  # the Fig. 2 example, if not in the sweep
+        self.conditions = list(dict.fromkeys(conditions))
+        self.outside = {n: brain & ~regions[n] for n in s.mask_names}
+        brain_idx = np.flatnonzero(brain)
+        rng = np.random.default_rng(s.seed)
+        if s.voxel_subsample is not None and brain_idx.size > int(s.voxel_subsample):
+            brain_idx = np.sort(rng.choice(brain_idx, int(s.voxel_subsample), replace=False))
+        self.brain_idx = brain_idx
+        self.voxel_labels = {n: regions[n].reshape(-1)[brain_idx] for n in s.mask_names}
+        self.score_region = regions[s.sweep_mask]  # subject score: mean anomaly inside the sweep (AD) mask
+        self.scorers: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+            s.model_name: lambda x, r: np.abs(x - r)}  # (input, reconstruction) -> anomaly map, per model
+        if baseline is not None:
+            self.scorers[BASELINE_NAME] = lambda x, r: np.asarray(baseline.score(x[None]), np.float32)
+        self.thresholds: dict[str, dict[float, float]] = {}  # model -> fpr -> voxel threshold, set before metrics
+        self.calibration_scores: dict[str, np.ndarray] = {}
 
-    brain_idx = np.flatnonzero(brain)
-    rng = np.random.default_rng(seed)
-    if voxel_subsample is not None and brain_idx.size > int(voxel_subsample):
-        brain_idx = np.sort(rng.choice(brain_idx, int(voxel_subsample), replace=False))
-    voxel_labels = {n: regions[n].reshape(-1)[brain_idx] for n in names}
+    def kind_of(self, s: int, c: _Condition) -> str:
+        return "patients" if s >= self.n_test else ("sweep" if c in self.sweep_set else "dementias")
 
-    # --- jobs: per test subject the healthy image first (its reconstruction is needed by the dementia rows)
-    n_test = len(subjects)
-    jobs = [(s, c) for s in range(n_test) for c in conditions] + [(n_test + p, _HEALTHY) for p in range(len(patients))]
-    last_job = {s: k for k, (s, _) in enumerate(jobs)}
-    healthy_recon: dict[int, np.ndarray] = {}
-    healthy_stats: dict[int, Future] = {}
-    showcase: dict[str, tuple] = {}
-    showcase_cn, showcase_ad = 0, (n_test if patients else None)
-    timings = {"reconstruction_s": {"sweep": 0.0, "dementias": 0.0, "patients": 0.0},
-               "metrics_s": {"sweep": 0.0, "dementias": 0.0, "patients": 0.0}}
-
-    def kind_of(s: int, c: _Condition) -> str:
-        return "patients" if s >= n_test else ("sweep" if c in sweep_set else "dementias")
-
-    def normalised(s: int, raw: np.ndarray) -> np.ndarray:
-        lo, hi = ranges[s]
+    def normalised(self, s: int, raw: np.ndarray) -> np.ndarray:
+        """Min-max normalised with the range of subject ``s``'s HEALTHY image."""
+        lo, hi = self.inputs.ranges[s]
         return ((raw - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32, copy=False)
 
-    def suvr(s: int, img: np.ndarray) -> np.ndarray:
-        lo, hi = ranges[s]
+    def suvr(self, s: int, img: np.ndarray) -> np.ndarray:
+        lo, hi = self.inputs.ranges[s]
         return img * np.float32(hi - lo) + np.float32(lo)
 
-    def healthy_moments(s: int, r0: np.ndarray) -> tuple[_SSIMMoments, _SSIMMoments]:
-        return _SSIMMoments(normalised(s, volumes[s])), _SSIMMoments(r0)
+    def simulated(self, raw: np.ndarray, c: _Condition) -> np.ndarray:
+        return raw if c.healthy else self.simulators[c.mask](raw, c.degree)
 
-    def metrics(s: int, c: _Condition, xin: np.ndarray, r: np.ndarray, r0: np.ndarray | None,
+    def model_input(self, s: int, c: _Condition) -> np.ndarray:
+        return self.normalised(s, self.simulated(self.inputs.volumes[s], c))
+
+    def healthy_moments(self, s: int, r0: np.ndarray) -> tuple[SSIMMoments, SSIMMoments]:
+        return SSIMMoments(self.normalised(s, self.inputs.volumes[s])), SSIMMoments(r0)
+
+    def calibrate(self, model: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Voxel thresholds of each model at ``fprs``, on the held-out healthy controls' brain voxels (pooled)."""
+        from common.metrics.voxel import threshold_at_fpr
+
+        cal_volumes, cal_ranges, n = self.inputs.cal_volumes, self.inputs.cal_ranges, len(self.inputs.cal_volumes)
+        batch_size = int(self.settings.batch_size)
+        per_model = {name: np.empty((n, self.brain_idx.size), np.float32) for name in self.scorers}
+        for start in range(0, n, batch_size):
+            ks = range(start, min(n, start + batch_size))
+            inputs = np.stack([((cal_volumes[k] - np.float32(cal_ranges[k][0]))
+                                / np.float32(cal_ranges[k][1] - cal_ranges[k][0])).astype(np.float32) for k in ks])
+            recons = model(inputs)
+            for j, k in enumerate(ks):
+                for name, score in self.scorers.items():
+                    per_model[name][k] = score(inputs[j], recons[j]).reshape(-1)[self.brain_idx]
+        for name, values in per_model.items():
+            self.calibration_scores[name] = values
+            self.thresholds[name] = {f: float(threshold_at_fpr(values.reshape(-1), f)) for f in self.settings.fprs}
+
+    def metrics(self, s: int, c: _Condition, xin: np.ndarray, r: np.ndarray, r0: np.ndarray | None,
                 moments: Future | None) -> dict:
         """All rows one reconstruction contributes to (runs in a worker thread)."""
         started = time.perf_counter()
+        st, brain, n_test = self.settings, self.brain, self.n_test
         out: dict = {}
-        raw = volumes[s]
-        x = normalised(s, raw)
-        sid = str(everyone[s]["id"])
+        raw = self.inputs.volumes[s]
+        x = self.normalised(s, raw)
+        sid = str(self.inputs.everyone[s]["id"])
         if s >= n_test or c.healthy:
             local = ssim_map(xin, r)
             out["cn_vs_ad"] = {"id": sid, "group": "patient" if s >= n_test else "control",
                                "mse": mse(xin, r), "mae": mae(xin, r), "psnr": psnr(xin, r),
                                "ssim": ssim_by_region(local, {"image": None})["image"]}
         if s < n_test:
-            mask_name = c.mask or sweep_mask
-            m = regions[mask_name]
-            raw_in = raw if c.healthy else raw * factors[c]
-            r_suvr = suvr(s, r)
-            if c in sweep_set:
-                out["sweep"] = {"id": sid, "degree": c.degree, "mask": sweep_mask, "mse": mse(xin, r),
+            mask_name = c.mask or st.sweep_mask
+            m = self.regions[mask_name]
+            raw_in = self.simulated(raw, c)
+            r_suvr = self.suvr(s, r)
+            if c in self.sweep_set:
+                out["sweep"] = {"id": sid, "degree": c.degree, "mask": st.sweep_mask, "mse": mse(xin, r),
                                 "mse_healthy_vs_reconstruction": mse(x, r),
                                 "effective_reduction": effective_reduction(raw, raw_in, m),
                                 "healthiness_input": healthiness(raw_in, m, brain),
                                 "healthiness_reconstruction": healthiness(r_suvr, m, brain)}
-            if c in dementia_set:
-                where = {"image": None, "mask": m, "outside": outside[c.mask]}
+            if c in self.dementia_set:
+                where = {"image": None, "mask": m, "outside": self.outside[c.mask]}
                 row = {"id": sid, "dementia": c.mask, "degree": c.degree}
                 for region, sel in where.items():
                     row[f"mse_{region}"] = mse(x, r, sel)
                     row[f"mae_{region}"] = mae(x, r, sel)
                     row[f"psnr_{region}"] = psnr(x, r, sel)
                 healthy, healthy_rec = moments.result()
-                rec = _SSIMMoments(r)
+                rec = SSIMMoments(r)
                 for region, v in ssim_by_region(healthy.ssim_map(rec), where).items():
                     row[f"ssim_{region}"] = v
                 for region, v in ssim_by_region(healthy_rec.ssim_map(rec), where).items():
@@ -555,176 +577,188 @@ def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], 
                             "healthiness_healthy_input": healthiness(raw, m, brain),
                             "healthiness_simulated_input": healthiness(raw_in, m, brain),
                             "healthiness_reconstruction": healthiness(r_suvr, m, brain),
-                            "healthiness_healthy_reconstruction": healthiness(suvr(s, r0), m, brain)})
+                            "healthiness_healthy_reconstruction": healthiness(self.suvr(s, r0), m, brain)})
                 out["dementia"] = row
-        maps = {name: score(xin, r) for name, score in scorers.items()}
+        maps = {name: score(xin, r) for name, score in self.scorers.items()}
         if s < n_test:
-            labels = voxel_labels[mask_name]
+            labels = self.voxel_labels[mask_name]
             out["voxel"] = []
             for name, amap in maps.items():
-                anomaly = amap.reshape(-1)[brain_idx]
+                anomaly = amap.reshape(-1)[self.brain_idx]
                 auroc, ap = voxel_detection(anomaly, labels)
                 out["voxel"].append({"id": sid, "model": name, "mask": mask_name, "degree": c.degree, "auroc": auroc,
                                      "average_precision": ap, "prevalence": float(labels.mean()),
-                                     "n_voxels": int(brain_idx.size),
-                                     **_dice_fields(anomaly, labels, thresholds.get(name, {}))})
+                                     "n_voxels": int(self.brain_idx.size),
+                                     **_dice_fields(anomaly, labels, self.thresholds.get(name, {}))})
                 if c.healthy:
                     out.setdefault("healthy_scores", {})[name] = anomaly
-        if s >= n_test or c in sweep_set:
+        if s >= n_test or c in self.sweep_set:
             out["subject"] = [{"id": sid, "group": "patient" if s >= n_test else "control",
                                "mask": c.mask or "", "degree": c.degree, "model": name,
-                               "score": float(amap[score_region].mean(dtype=np.float64))}
+                               "score": float(amap[self.score_region].mean(dtype=np.float64))}
                               for name, amap in maps.items()]
         out["_seconds"] = time.perf_counter() - started
         return out
 
-    score_region = regions[sweep_mask]  # subject score: mean anomaly inside the sweep (AD) mask
-    thresholds: dict[str, dict[float, float]] = {}  # model -> fpr -> voxel threshold, set before any metrics job
-    calibration_scores: dict[str, np.ndarray] = {}
 
-    def calibrate() -> None:
-        """Voxel thresholds of each model at ``fprs``, on the held-out healthy controls' brain voxels (pooled)."""
-        from common.metrics.voxel import threshold_at_fpr
-
-        per_model = {name: np.empty((len(calibration), brain_idx.size), np.float32) for name in scorers}
-        for start in range(0, len(calibration), int(batch_size)):
-            ks = range(start, min(len(calibration), start + int(batch_size)))
-            inputs = np.stack([((cal_volumes[k] - np.float32(cal_ranges[k][0]))
-                                / np.float32(cal_ranges[k][1] - cal_ranges[k][0])).astype(np.float32) for k in ks])
-            recons = model(inputs)
-            for j, k in enumerate(ks):
-                for name, score in scorers.items():
-                    per_model[name][k] = score(inputs[j], recons[j]).reshape(-1)[brain_idx]
-        for name, values in per_model.items():
-            calibration_scores[name] = values
-            thresholds[name] = {f: float(threshold_at_fpr(values.reshape(-1), f)) for f in fprs}
-
+def _reconstruct_and_score(scorer: _PETScorer, model: _Reconstructor, reconstruct) -> tuple[list[dict], dict, dict]:
+    """Reconstruct every condition of every subject in batches (the metrics of one batch run in worker threads
+    while the next is reconstructed); returns the per-item rows, the figure's examples and the timings."""
+    s, n_test = scorer.settings, scorer.n_test
+    # jobs: per test subject the healthy image first (its reconstruction is needed by the dementia rows)
+    jobs = [(k, c) for k in range(n_test) for c in scorer.conditions]
+    jobs += [(n_test + p, _HEALTHY) for p in range(len(scorer.inputs.patients))]
+    last_job = {k: j for j, (k, _) in enumerate(jobs)}
+    healthy_recon: dict[int, np.ndarray] = {}
+    healthy_stats: dict[int, Future] = {}
+    showcase: dict[str, tuple] = {}
+    showcase_cn, showcase_ad = 0, (n_test if scorer.inputs.patients else None)
+    fig2 = _Condition(s.sweep_mask, s.dementia_degree)
+    timings = {"reconstruction_s": {"sweep": 0.0, "dementias": 0.0, "patients": 0.0},
+               "metrics_s": {"sweep": 0.0, "dementias": 0.0, "patients": 0.0}}
     results: list[dict | None] = [None] * len(jobs)
+    batch_size = int(s.batch_size)
     was_training = isinstance(reconstruct, torch.nn.Module) and reconstruct.training
     if isinstance(reconstruct, torch.nn.Module):
         reconstruct.eval()
-    t0 = time.perf_counter()
     try:
-        with torch.random.fork_rng(devices=[]), ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool, \
-                tqdm(total=len(jobs), desc="reconstructing", unit="image", disable=not progress) as bar:
-            torch.manual_seed(seed)
+        with torch.random.fork_rng(devices=[]), ThreadPoolExecutor(max_workers=max(1, s.num_threads)) as pool, \
+                tqdm(total=len(jobs), desc="reconstructing", unit="image", disable=not s.progress) as bar:
+            torch.manual_seed(s.seed)
             t_cal = time.perf_counter()
-            if calibration:
-                calibrate()
+            if scorer.inputs.calibration:
+                scorer.calibrate(model)
             timings["calibration_s"] = time.perf_counter() - t_cal
             pending: list[tuple[int, str, Future]] = []
-            for start in range(0, len(jobs), int(batch_size)):
-                batch = jobs[start:start + int(batch_size)]
-                inputs = np.stack([normalised(s, volumes[s] if c.healthy else volumes[s] * factors[c])
-                                   for s, c in batch])
+            for start in range(0, len(jobs), batch_size):
+                batch = jobs[start:start + batch_size]
+                inputs = np.stack([scorer.model_input(k, c) for k, c in batch])
                 started = time.perf_counter()
                 recons = model(inputs)
                 per_item = (time.perf_counter() - started) / len(batch)
                 # metrics of the previous batch run while this one was reconstructed; collect them now
-                for k, kind, fut in pending:
-                    results[k] = fut.result()
-                    timings["metrics_s"][kind] += results[k].pop("_seconds")
+                for j, kind, fut in pending:
+                    results[j] = fut.result()
+                    timings["metrics_s"][kind] += results[j].pop("_seconds")
                 pending = []
-                for j, (s, c) in enumerate(batch):
-                    k = start + j
-                    kind = kind_of(s, c)
+                for i, (k, c) in enumerate(batch):
+                    j = start + i
+                    kind = scorer.kind_of(k, c)
                     timings["reconstruction_s"][kind] += per_item
-                    if c.healthy and s < n_test:
-                        healthy_recon[s] = recons[j]
-                        if dementia_set:  # submitted before the rows that wait for it: no deadlock
-                            healthy_stats[s] = pool.submit(healthy_moments, s, recons[j])
-                    if s == showcase_cn and c in (_HEALTHY, _Condition(sweep_mask, dementia_degree)):
-                        showcase["cn" if c.healthy else "simulated"] = (inputs[j], recons[j])
-                    if s == showcase_ad:
-                        showcase["patient"] = (inputs[j], recons[j])
-                    pending.append((k, kind, pool.submit(metrics, s, c, inputs[j], recons[j], healthy_recon.get(s),
-                                                         healthy_stats.get(s))))
-                    if last_job[s] == k:
-                        healthy_recon.pop(s, None)
-                        healthy_stats.pop(s, None)
+                    if c.healthy and k < n_test:
+                        healthy_recon[k] = recons[i]
+                        if scorer.dementia_set:  # submitted before the rows that wait for it: no deadlock
+                            healthy_stats[k] = pool.submit(scorer.healthy_moments, k, recons[i])
+                    if k == showcase_cn and c in (_HEALTHY, fig2):
+                        showcase["cn" if c.healthy else "simulated"] = (inputs[i], recons[i])
+                    if k == showcase_ad:
+                        showcase["patient"] = (inputs[i], recons[i])
+                    pending.append((j, kind, pool.submit(scorer.metrics, k, c, inputs[i], recons[i],
+                                                         healthy_recon.get(k), healthy_stats.get(k))))
+                    if last_job[k] == j:
+                        healthy_recon.pop(k, None)
+                        healthy_stats.pop(k, None)
                 bar.update(len(batch))
-            for k, kind, fut in pending:
-                results[k] = fut.result()
-                timings["metrics_s"][kind] += results[k].pop("_seconds")
+            for j, kind, fut in pending:
+                results[j] = fut.result()
+                timings["metrics_s"][kind] += results[j].pop("_seconds")
     finally:
         if was_training:
             reconstruct.train()
-    t_loop = time.perf_counter() - t0
+    return results, showcase, timings
 
-    # --- tables and statistics
-    t0 = time.perf_counter()
+
+@dataclass
+class PETEvaluation:
+    """What :func:`compute_pet_tables` made of the per-item rows: ``summary`` (the JSON document), the tables
+    and the arrays the figures need; ``rows`` are the CSVs' per-item rows, unrounded."""
+
+    summary: dict
+    rows: dict[str, list[dict]]
+    stat_rows: list[dict]
+    mse_matrix: np.ndarray
+    voxel_fields: list[str]
+    group_rows_table: list[dict]
+
+
+def compute_pet_tables(results: Sequence[Mapping], scorer: _PETScorer, grid_name: str) -> PETEvaluation:
+    """Tables and statistics from the per-item rows of :meth:`_PETScorer.metrics`: the sweep's t-tests, the
+    dementia and group tables, voxel and subject detection, the thresholds' reached FPR, the paper comparison."""
+    s, inputs = scorer.settings, scorer.inputs
+    degrees = s.degrees
     sweep_rows = [r["sweep"] for r in results if "sweep" in r]
     dementia_rows = [r["dementia"] for r in results if "dementia" in r]
     group_rows = [r["cn_vs_ad"] for r in results if "cn_vs_ad" in r]
     voxel_rows = [row for r in results if "voxel" in r for row in r["voxel"]]
     subject_rows = [row for r in results if "subject" in r for row in r["subject"]]
-    models = list(scorers)
-    ids = [str(s["id"]) for s in subjects]
+    models = list(scorer.scorers)
+    ids = [str(x["id"]) for x in inputs.subjects]
     by_sd = {(r["id"], r["degree"]): r for r in sweep_rows}
     mse_matrix = np.array([[by_sd[(i, d)]["mse"] for d in degrees] for i in ids])
     baseline = float(mse_matrix[:, 0].mean())
     for row in sweep_rows:
         row["mse_normalised"] = row["mse"] / baseline if baseline > 0 else float("nan")
-    by_test = {t: degree_statistics(mse_matrix, degrees, test=t, alpha=alpha) for t in T_TESTS}
-    stat_rows, first_significant = by_test[test]
+    by_test = {t: degree_statistics(mse_matrix, degrees, test=t, alpha=s.alpha) for t in T_TESTS}
+    stat_rows, first_significant = by_test[s.test]
     for t, (rows_t, _) in by_test.items():
         for row, row_t in zip(stat_rows, rows_t):
             row.update({f"{k}_{t}": row_t[k] for k in ("t", "p", "p_bonferroni", "significant")})
+    m = scorer.regions[s.sweep_mask]
+    smoothed_mean = scorer.simulators[s.sweep_mask].mask_map(m)[m].mean(dtype=np.float64)
     for row in stat_rows:
         d = row["degree"]
         sel = [by_sd[(i, d)] for i in ids]
-        m = regions[sweep_mask]
         row.update({
             "nominal_reduction": d / 100.0,
-            "effective_reduction_map": float(d / 100.0 * smoothed[sweep_mask][m].mean(dtype=np.float64)),
+            "effective_reduction_map": float(d / 100.0 * smoothed_mean),
             "effective_reduction_uptake": float(np.mean([r["effective_reduction"] for r in sel])),
             "healthiness_input_mean": float(np.mean([r["healthiness_input"] for r in sel])),
             "healthiness_reconstruction_mean": float(np.mean([r["healthiness_reconstruction"] for r in sel])),
         })
-    dementia_table = _mean_sd_table(dementia_rows, "dementia", dementias)
+    dementia_table = _mean_sd_table(dementia_rows, "dementia", s.dementias)
     group_table = group_statistics({m_: np.array([r[m_] for r in group_rows]) for m_ in _IMAGE_METRICS},
                                    np.array([r["group"] for r in group_rows]))
-    voxel_fields = _voxel_fields(fprs if thresholds else ())
+    thresholds = scorer.thresholds
+    voxel_fields = _voxel_fields(s.fprs if thresholds else ())
     voxel_table = _mean_sd_table(voxel_rows, ("model", "mask", "degree"),
                                  list(dict.fromkeys((r["model"], r["mask"], r["degree"]) for r in voxel_rows)),
                                  fields=[f for f in voxel_fields[3:] if f not in ("n_voxels", "threshold_oracle")])
     healthy_scores = {name: np.stack([r["healthy_scores"][name] for r in results if "healthy_scores" in r])
                       for name in models}
-    threshold_rows = _threshold_rows(thresholds, calibration_scores, healthy_scores, calibration_pool, n_bootstrap,
-                                     seed)
-    detection_rows = _subject_detection(subject_rows, models, ids, [str(p["id"]) for p in patients], sweep_mask,
-                                        degrees, n_bootstrap, seed)
+    threshold_rows = _threshold_rows(thresholds, scorer.calibration_scores, healthy_scores, s.calibration_pool,
+                                     s.n_bootstrap, s.seed)
+    detection_rows = _subject_detection(subject_rows, models, ids, [str(p["id"]) for p in inputs.patients],
+                                        s.sweep_mask, degrees, s.n_bootstrap, s.seed)
     group_rows_table = [{"group": g, "n": group_table["mse"][g]["n"],
                          **{f"{m_}_{k}": group_table[m_][g][k] for m_ in _IMAGE_METRICS for k in ("mean", "sd")},
                          "source": paper_values.RUN_SOURCE}
                         for g in ("control", "patient") if group_table["mse"][g]["n"]]
-    comparison = _paper_comparison(by_test, dementia_table, group_table, sweep_mask, dementia_degree)
-
-    result = {
-        "model": model_name, "split": split, "grid": grid_.name,
+    comparison = _paper_comparison(by_test, dementia_table, group_table, s.sweep_mask, s.dementia_degree)
+    summary = {
+        "model": s.model_name, "split": s.split, "grid": grid_name,
         "settings": {
-            "degrees": list(degrees), "sweep_mask": sweep_mask, "dementias": dementias,
-            "dementia_degree": dementia_degree, "sigma_mm": float(sigma_mm), "test": test, "alpha": alpha,
+            "degrees": list(degrees), "sweep_mask": s.sweep_mask, "dementias": list(s.dementias),
+            "dementia_degree": s.dementia_degree, "sigma_mm": float(s.sigma_mm), "test": s.test, "alpha": s.alpha,
             "n_comparisons": len(degrees) - 1, "correction": "Bonferroni (p * n_comparisons, capped at 1)",
             "normalisation": "min-max of each healthy image; simulated images use their healthy image's min and max",
             "healthiness": "mean uptake (SUVR) in the mask / mean uptake in brain & ~mask",
             "outside_region": "brain & ~mask",
             "voxel_detection": "anomaly map |input - reconstruction| scored against the binary simulated mask, "
                                "over brain voxels (mask restricted to the brain)",
-            "voxel_subsample": None if voxel_subsample is None else int(brain_idx.size), "seed": seed,
+            "voxel_subsample": None if s.voxel_subsample is None else int(scorer.brain_idx.size), "seed": s.seed,
             "models": models,
             "baseline": ({"model": BASELINE_NAME, "fitted_on": "train_subjects (healthy training controls), "
                           "each min-max normalised on its own as the VAE's training inputs",
-                          "n_train": len(train), **normative_options} if train else None),
-            "calibration": ({"pool": calibration_pool, "n": len(calibration), "fprs": list(fprs),
+                          "n_train": len(inputs.train), **s.normative_options} if inputs.train else None),
+            "calibration": ({"pool": s.calibration_pool, "n": len(inputs.calibration), "fprs": list(s.fprs),
                              "thresholds": "per model, the voxel score exceeded by the target fraction of the pool's "
-                                           "brain voxels (the voxel set of (d))"} if calibration else None),
+                                           "brain voxels (the voxel set of (d))"} if inputs.calibration else None),
             "oracle": "dice_oracle: the best Dice over all thresholds of that image, chosen with its mask (an upper "
                       "bound, not an operating point)",
-            "subject_score": f"mean anomaly score inside the {sweep_mask} mask",
-            "n_bootstrap": int(n_bootstrap),
+            "subject_score": f"mean anomaly score inside the {s.sweep_mask} mask",
+            "n_bootstrap": int(s.n_bootstrap),
         },
-        "subjects": {"test": ids, "patients": [str(p["id"]) for p in patients]},
+        "subjects": {"test": ids, "patients": [str(p["id"]) for p in inputs.patients]},
         "sweep": {"baseline_mse": baseline, "first_significant_degree": first_significant,
                   "first_significant_degree_by_test": {t: v[1] for t, v in by_test.items()}, "degrees": stat_rows},
         "dementias": dementia_table,
@@ -736,66 +770,165 @@ def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], 
                   "protocol_differences": paper_values.PROTOCOL_DIFFERENCES},
         "paper_comparison": comparison,
     }
+    rows = {"sweep": sweep_rows, "dementias": dementia_rows, "cn_vs_ad": group_rows, "voxel": voxel_rows,
+            "subject": subject_rows}
+    return PETEvaluation(summary, rows, stat_rows, mse_matrix, voxel_fields, group_rows_table)
 
-    # --- files, all computed above: nothing is written if anything failed
+
+def write_pet_tables(ev: PETEvaluation, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """The evaluation's CSV files (each atomically); ``voxel_thresholds.csv`` only when thresholds were set."""
+    out_dir, result, rows = Path(out_dir), ev.summary, ev.rows
+    s = result["settings"]
+    sweep_rows, dementia_rows, group_rows = rows["sweep"], rows["dementias"], rows["cn_vs_ad"]
+    comparison, threshold_rows = result["paper_comparison"], result["voxel_thresholds"]
     files = {
         "sweep": _write_csv(out_dir / "sweep.csv", _SWEEP_FIELDS, ([r[f] for f in _SWEEP_FIELDS] for r in sweep_rows)),
         "sweep_stats": _write_csv(out_dir / "sweep_stats.csv", _STAT_FIELDS,
-                                  ([r[f] for f in _STAT_FIELDS] for r in stat_rows)),
+                                  ([r[f] for f in _STAT_FIELDS] for r in ev.stat_rows)),
         "dementias": _write_csv(out_dir / "dementias.csv", list(dementia_rows[0]) if dementia_rows else ["id"],
                                 ([*r.values()] for r in dementia_rows)),
         "dementia_table": _write_csv(out_dir / "dementia_table.csv", *_table_csv(
-            [{**r, "source": paper_values.RUN_SOURCE} for r in dementia_table]
-            + (paper_values.paper_dementia_rows(dementias) if dementia_degree == _PAPER_DEGREE else []), "dementia")),
+            [{**r, "source": paper_values.RUN_SOURCE} for r in result["dementias"]]
+            + (paper_values.paper_dementia_rows(s["dementias"]) if s["dementia_degree"] == _PAPER_DEGREE else []),
+            "dementia")),
         "cn_vs_ad": _write_csv(out_dir / "cn_vs_ad.csv", ["id", "group", *_IMAGE_METRICS],
                                ([r["id"], r["group"], *(r[m_] for m_ in _IMAGE_METRICS)] for r in group_rows)),
         "cn_vs_ad_table": _write_csv(out_dir / "cn_vs_ad_table.csv",
-                                     *_table_csv(group_rows_table + paper_values.paper_group_rows(), "group")),
-        "voxel_detection": _write_csv(out_dir / "voxel_detection.csv", voxel_fields,
-                                      ([r[f] for f in voxel_fields] for r in voxel_rows)),
+                                     *_table_csv(ev.group_rows_table + paper_values.paper_group_rows(), "group")),
+        "voxel_detection": _write_csv(out_dir / "voxel_detection.csv", ev.voxel_fields,
+                                      ([r[f] for f in ev.voxel_fields] for r in rows["voxel"])),
         "subject_scores": _write_csv(out_dir / "subject_scores.csv", _SUBJECT_FIELDS,
-                                     ([r[f] for f in _SUBJECT_FIELDS] for r in subject_rows)),
-        "subject_detection": _write_csv(out_dir / "subject_detection.csv", *_table_csv(detection_rows, "model")),
+                                     ([r[f] for f in _SUBJECT_FIELDS] for r in rows["subject"])),
+        "subject_detection": _write_csv(out_dir / "subject_detection.csv",
+                                        *_table_csv(result["subject_detection"], "model")),
         "paper_comparison": _write_csv(out_dir / "paper_comparison.csv", _COMPARISON_FIELDS,
                                        ([r[f] for f in _COMPARISON_FIELDS] for r in comparison)),
     }
     if threshold_rows:
         files["voxel_thresholds"] = _write_csv(out_dir / "voxel_thresholds.csv", *_table_csv(threshold_rows, "model"))
-    if figures:
-        from common.visualize import pet as viz
+    return files
 
-        title = model_name + (f", split {split}" if split is not None else "")
-        fig_dir = out_dir / "figures"
-        files["figure_sweep"] = viz.plot_degree_sweep(
-            degrees, mse_matrix / baseline if baseline > 0 else mse_matrix, stat_rows, fig_dir / "sweep_mse.png",
-            normalised=baseline > 0, title=f"{title}: {sweep_mask} mask, {test} t-test", seed=seed)
-        files["figure_voxel_detection"] = viz.plot_voxel_detection(voxel_table, sweep_mask,
-                                                                   fig_dir / "voxel_detection.png", title=title)
-        examples = [(f"CN {ids[showcase_cn]}", *showcase["cn"]),
-                    (f"CN {ids[showcase_cn]} + {sweep_mask} {dementia_degree:g} %", *showcase["simulated"])]
-        if "patient" in showcase:
-            examples.insert(0, (f"patient {patients[0]['id']}", *showcase["patient"]))
-        files["figure_reconstructions"] = viz.plot_reconstructions(examples, fig_dir / "reconstructions.png",
-                                                                   brain=brain, title=title)
+
+def plot_pet_figures(ev: PETEvaluation, showcase: Mapping[str, tuple], brain: np.ndarray, fig_dir: str | os.PathLike,
+                     settings: PETEvaluationSettings) -> dict[str, Path]:
+    """The degree sweep, the voxel detection and the reconstruction examples (:mod:`common.visualize.pet`)."""
+    from common.visualize import pet as viz
+
+    s, fig_dir, title = settings, Path(fig_dir), settings.title
+    baseline = ev.summary["sweep"]["baseline_mse"]
+    ids, patients = ev.summary["subjects"]["test"], ev.summary["subjects"]["patients"]
+    files = {
+        "figure_sweep": viz.plot_degree_sweep(
+            s.degrees, ev.mse_matrix / baseline if baseline > 0 else ev.mse_matrix, ev.stat_rows,
+            fig_dir / "sweep_mse.png", normalised=baseline > 0, title=f"{title}: {s.sweep_mask} mask, {s.test} t-test",
+            seed=s.seed),
+        "figure_voxel_detection": viz.plot_voxel_detection(ev.summary["voxel_detection"], s.sweep_mask,
+                                                           fig_dir / "voxel_detection.png", title=title),
+    }
+    examples = [(f"CN {ids[0]}", *showcase["cn"]),
+                (f"CN {ids[0]} + {s.sweep_mask} {s.dementia_degree:g} %", *showcase["simulated"])]
+    if "patient" in showcase:
+        examples.insert(0, (f"patient {patients[0]}", *showcase["patient"]))
+    files["figure_reconstructions"] = viz.plot_reconstructions(examples, fig_dir / "reconstructions.png",
+                                                               brain=brain, title=title)
+    return files
+
+
+def run_pet_evaluation(reconstruct: Callable, test_subjects: Sequence[Mapping], patients: Sequence[Mapping] = (),
+                       out_dir: str | os.PathLike | None = "pet_evaluation",
+                       settings: PETEvaluationSettings | None = None, *, device=None,
+                       masks: Mapping[str, np.ndarray] | None = None, brain: np.ndarray | None = None,
+                       loader: Callable | None = None, train_subjects: Sequence[Mapping] = (),
+                       calibration_subjects: Sequence[Mapping] = (), **options) -> dict:
+    """The whole simulation-based evaluation of one model; writes its results under ``out_dir`` and returns them.
+
+    ``reconstruct``: a torch module or callable mapping a (B, 1, X, Y, Z) float tensor in [0, 1] to a same-shape
+    reconstruction (deterministic: a VAE decodes its mean). Modules are put in eval mode for the run.
+    ``test_subjects``: healthy test controls, ``patients``: real patients (may be empty), as dataset entries
+    (``id``, ``image``; e.g. from :func:`common.data.split_subjects`). Masks are the grid atlas's, by name,
+    unless ``masks`` (``{name: binary array}``) and ``brain`` are given (e.g. on another grid); every mask is
+    ANDed with the brain before it is simulated or scored (docs/design.md 2.4). Degree 0 is always added.
+    ``loader``: path -> (1, X, Y, Z) volume on the grid (default: validated loading of ``modality`` on the grid;
+    the bundle passes :class:`~common.transforms.LoadPETImage`, which also reduces Clinica pet-linear images).
+
+    ``settings`` (:class:`PETEvaluationSettings`), or its fields as keyword ``options`` (``grid``, ``degrees``,
+    ``test``, ``alpha``, ``voxel_subsample``, ``fprs``, ...; options override the fields of ``settings``):
+    ``test`` (``"paired"`` or ``"welch"``) and ``alpha`` of the degree sweep; ``voxel_subsample``: the number of
+    brain voxels (drawn once with ``seed``, the same for every image) scored in (d), None for all.
+
+    Baseline and calibration (module docstring): ``train_subjects`` (healthy training controls) fit the
+    ``normative`` baseline (options of :class:`~common.normative.NormativeModel`; tail ``"lower"`` by default),
+    none: no baseline; ``calibration_subjects`` (held-out healthy controls, named ``calibration_pool`` in the
+    outputs) set each model's voxel thresholds at ``fprs``, none: no thresholds; ``n_bootstrap`` resamples (over
+    subjects) give the confidence intervals. The four subject lists must not share a subject.
+
+    The parts: loading (every volume read and validated before any model call), reconstruction and per-item
+    metrics, :func:`compute_pet_tables`, :func:`write_pet_tables`, :func:`plot_pet_figures` and the logged
+    summary (:func:`format_pet_summary`). Writes ``sweep.csv``, ``sweep_stats.csv``, ``dementias.csv``,
+    ``dementia_table.csv``, ``cn_vs_ad.csv``, ``cn_vs_ad_table.csv``, ``voxel_detection.csv``,
+    ``voxel_thresholds.csv``, ``subject_scores.csv``, ``subject_detection.csv``, ``paper_comparison.csv``,
+    ``summary.json`` and ``figures/*.png``, each atomically and only once everything is computed: a failure
+    leaves no partial results (``out_dir=None``: nothing is written, e.g. on a rank other than 0). Returns the
+    summary plus ``rows`` (the CSVs' rows, unrounded).
+    """
+    t_start = time.perf_counter()
+    s = dataclasses.replace(settings or PETEvaluationSettings(), **options)
+    grid_ = get_grid(s.grid)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise InputDataError(out_dir, "the output folder exists and is not a folder")
+    lists = _check_subject_lists(test_subjects, patients, train_subjects, calibration_subjects)
+    regions, brain = _resolve_masks(s.mask_names, grid_, masks, brain)
+    model = _Reconstructor(reconstruct, device)
+
+    t0 = time.perf_counter()
+    inputs = _load_pet_inputs(*lists, grid_, s, loader)
+    t_load = time.perf_counter() - t0
+
+    # --- the baseline: a voxel-wise normative model of the training controls' normalised images
+    t0 = time.perf_counter()
+    baseline_model = None
+    if inputs.train:
+        from common.normative import NormativeModel
+
+        baseline_model = NormativeModel(brain, spacing=grid_.spacing, **s.normative_options)
+        baseline_model.fit(np.stack(inputs.train_volumes))
+    inputs.train_volumes = []
+    t_fit = time.perf_counter() - t0
+
+    scorer = _PETScorer(inputs, grid_, regions, brain, s, baseline_model)
+    t0 = time.perf_counter()
+    results, showcase, timings = _reconstruct_and_score(scorer, model, reconstruct)
+    t_loop = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    ev = compute_pet_tables(results, scorer, grid_.name)
+    result = ev.summary
+    files = {}
+    if out_dir is not None:  # files, all computed above: nothing is written if anything failed
+        files = write_pet_tables(ev, out_dir)
+        if s.figures:
+            files.update(plot_pet_figures(ev, showcase, brain, out_dir / "figures", s))
     timings.update({"load_s": t_load, "baseline_fit_s": t_fit, "reconstruct_and_metrics_s": t_loop,
-                    "tables_and_files_s": 0.0})
-    timings["tables_and_files_s"] = time.perf_counter() - t0
+                    "tables_and_files_s": time.perf_counter() - t0})
     timings["total_s"] = time.perf_counter() - t_start
     result["timings"] = timings
-    files["summary"] = out_dir / "summary.json"
+    if out_dir is not None:
+        files["summary"] = out_dir / "summary.json"
     result["files"] = {k: str(v) for k, v in files.items()}
-    write_json_atomic(files["summary"], _jsonable(result))
+    if out_dir is not None:
+        write_json_atomic(files["summary"], _jsonable(result))
+        log_summary(format_pet_summary(result) + f"\nresults in {out_dir}", s.verbose, logger)
     # the per-item rows (the CSVs' content, unrounded) come back to the caller, not into summary.json
-    result["rows"] = {"sweep": sweep_rows, "dementias": dementia_rows, "cn_vs_ad": group_rows, "voxel": voxel_rows,
-                      "subject": subject_rows}
-    if verbose:
-        print(format_pet_summary(result) + f"\nresults in {out_dir}")
+    result["rows"] = ev.rows
     return result
 
 
 class PETSimulationEvaluator:
     """The ``evaluator`` of ad_vae3d's evaluate.json: holds :func:`run_pet_evaluation`'s arguments (built lazily
-    by the config) and runs it on ``run()``; the network is called through ``inferer`` when one is given."""
+    by the config) and runs it on ``run()``; the network is called through ``inferer`` when one is given. With
+    several ranks only rank 0 writes the results, as MONAI's ``MetricsSaver``."""
 
     def __init__(self, network: Callable, test_subjects: Sequence[Mapping], patients: Sequence[Mapping] = (),
                  out_dir: str | os.PathLike = "pet_evaluation", inferer: Callable | None = None, **options):
@@ -804,13 +937,16 @@ class PETSimulationEvaluator:
         self.result: dict | None = None
 
     def run(self) -> dict:
+        import ignite.distributed as idist
+
         reconstruct = self.network
         if self.inferer is not None:
             network, inferer = self.network, self.inferer
             if isinstance(network, torch.nn.Module):
                 network.eval()
             reconstruct = lambda x: inferer(x, network)  # noqa: E731
-        self.result = run_pet_evaluation(reconstruct, self.test_subjects, self.patients, self.out_dir, **self.options)
+        out_dir = self.out_dir if idist.get_rank() == 0 else None
+        self.result = run_pet_evaluation(reconstruct, self.test_subjects, self.patients, out_dir, **self.options)
         return self.result
 
 
@@ -967,7 +1103,8 @@ def format_pet_summary(result: Mapping) -> str:
              f"{s['n_comparisons']}); baseline MSE {result['sweep']['baseline_mse']:.5g}",
              f"{'degree':>7} {'eff.red.':>8} {'norm. MSE':>14} {'p (Bonf.)':>10}  {'healthiness in -> rec':>22}"]
     for r in result["sweep"]["degrees"]:
-        p = "" if not np.isfinite(r["p_bonferroni"]) else f"{r['p_bonferroni']:.2g}" + (" *" if r["significant"] else "")
+        p = ("" if not np.isfinite(r["p_bonferroni"])
+             else f"{r['p_bonferroni']:.2g}" + (" *" if r["significant"] else ""))
         lines.append(f"{r['degree']:>6g}% {100 * r['effective_reduction_uptake']:>7.1f}% "
                      f"{r['mse_normalised_mean']:>7.3f} ± {r['mse_normalised_sd']:<5.3f}{p:>10}  "
                      f"{r['healthiness_input_mean']:>9.3f} -> {r['healthiness_reconstruction_mean']:.3f}")

@@ -8,18 +8,25 @@ and puts summary metrics on ``engine.state.metrics``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
 from common.atlases import Atlas, load_atlas
 from common.evaluation.detection import load_ground_truth, standardise_bank
-from common.evaluation.pd import TEST_CONTROLS, ErrorBank, run_pd_evaluation
+from common.evaluation.pd import (
+    TEST_CONTROLS,
+    ErrorBank,
+    PDEvaluationSettings,
+    run_pd_evaluation,
+)
 from common.transforms.io import SUBJECT_ID
 
 __all__ = ["PDAnomalyEvaluationHandler"]
@@ -57,54 +64,53 @@ class PDAnomalyEvaluationHandler:
     After the epoch: files in ``out_dir`` (see :func:`run_pd_evaluation`), ``engine.state.metrics`` gets
     ``<prefix><roi>_auc``, ``<prefix><roi>_paper_gmean``, ``<prefix><roi>_nested_gmean`` for every ROI and
     ``<prefix>tau`` (global threshold), and ``engine.state.pd_evaluation`` the full result. The collected
-    errors are released after the evaluation. Single-process: with several ranks, gather before.
+    errors are released after the evaluation.
+
+    Settings: ``settings`` (:class:`~common.evaluation.pd.PDEvaluationSettings`) or its fields by name (``q``,
+    ``n_slices``, ``n_bootstrap``, ``seed``, ``model_name``, ``split``, ``scoring``, ``fprs``, ...; as the bundle
+    configs give them), passed on as one object. With several ranks, each evaluates the subjects it collected
+    (gather them before for one evaluation) and only rank 0 writes files, as MONAI's ``MetricsSaver``.
     """
 
     def __init__(self, atlas_grid: str | Atlas | None = "spm1p5", reference_ids: Iterable[str] | str | None = None,
                  test_ids: Iterable[str] | None = None, out_dir: str | os.PathLike = "pd_evaluation",
-                 q: float = 0.98, per_roi_threshold: bool = False, n_slices: int = 40, error_key: str = "error",
-                 id_key: str = "id", group_key: str = "group", image_key: str = "image", pred_key: str = "pred",
+                 settings: PDEvaluationSettings | None = None, *, error_key: str = "error", id_key: str = "id",
+                 group_key: str = "group", image_key: str = "image", pred_key: str = "pred",
                  groups: Mapping[str, str] | None = None, threshold: float | Mapping[str, float] | None = None,
-                 n_bootstrap: int = 2000, seed: int = 0, model_name: str = "pd_ae", nuclei: str = "bilateral",
-                 showcase: bool = True, showcase_id: str | None = None, metric_prefix: str = "", split=None,
+                 showcase: bool = True, showcase_id: str | None = None, metric_prefix: str = "",
                  brain: np.ndarray | None = None, roi_masks: Mapping[str, np.ndarray] | None = None,
-                 figures: bool = True, verbose: bool = True, scoring: str = "raw",
                  normative_ids: Iterable[str] | None = None, robust_scoring: bool = False,
-                 ground_truth_subjects: Sequence[Mapping] | None = None, fprs: Sequence[float] | None = None,
-                 error_normative_dir: str | os.PathLike | None = None) -> None:
-        if not 0.0 < q < 1.0:
-            raise ValueError(f"q must be in the open interval (0, 1), got {q}")
+                 ground_truth_subjects: Sequence[Mapping] | None = None,
+                 error_normative_dir: str | os.PathLike | None = None, **options) -> None:
+        self.settings = dataclasses.replace(settings or PDEvaluationSettings(), **options)
         if reference_ids is None and threshold is None:
             raise ValueError(f"give reference_ids (control ids, or {TEST_CONTROLS!r}) or a precomputed threshold")
         if isinstance(reference_ids, str) and reference_ids != TEST_CONTROLS:
             raise ValueError(f"reference_ids must be a list of subject ids or {TEST_CONTROLS!r}, got {reference_ids!r}")
         if atlas_grid is None and (brain is None or roi_masks is None):
             raise ValueError("without atlas_grid, give both brain and roi_masks")
+        scoring = self.settings.scoring
         if scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
         if scoring == "zscore" and not normative_ids:
             raise ValueError("scoring='zscore' needs normative_ids: the controls whose errors define each voxel's "
                              "normal range")
-        self.scoring, self.robust_scoring = scoring, robust_scoring
+        self.robust_scoring = robust_scoring
         self.normative_ids = [str(i) for i in normative_ids] if normative_ids else []
         self.ground_truth_subjects = list(ground_truth_subjects or [])
-        self.fprs = fprs
         self.error_normative_dir = error_normative_dir
         self.atlas_grid = atlas_grid
         self.reference_ids = reference_ids if isinstance(reference_ids, str) or reference_ids is None \
             else [str(i) for i in reference_ids]
         self.test_ids = None if test_ids is None else [str(i) for i in test_ids]
         self.out_dir = out_dir
-        self.q, self.per_roi_threshold, self.n_slices = q, per_roi_threshold, n_slices
         self.error_key, self.id_key, self.group_key = error_key, id_key, group_key
         self.image_key, self.pred_key = image_key, pred_key
         self.groups = dict(groups or {})
         self.threshold = threshold
-        self.n_bootstrap, self.seed, self.model_name, self.nuclei = n_bootstrap, seed, model_name, nuclei
         self.showcase, self.showcase_id = showcase, showcase_id
-        self.metric_prefix, self.split = metric_prefix, split
+        self.metric_prefix = metric_prefix
         self.brain, self.roi_masks = brain, roi_masks
-        self.figures, self.verbose = figures, verbose
         self.atlas: Atlas | None = None
         self.bank: ErrorBank | None = None
         self.result: dict | None = None
@@ -124,7 +130,7 @@ class PDAnomalyEvaluationHandler:
 
     def reset(self, engine: Engine | None = None) -> None:
         brain = self.brain if self.brain is not None else self.atlas.brain
-        self.bank = ErrorBank.for_brain(brain, self.n_slices)
+        self.bank = ErrorBank.for_brain(brain, self.settings.n_slices)
         self._showcase = None
 
     def _wanted(self, sid: str) -> bool:
@@ -188,26 +194,25 @@ class PDAnomalyEvaluationHandler:
             logger.warning("PD evaluation: no subject was collected this epoch; nothing evaluated")
             return None
         bank = self.bank
-        if self.scoring == "zscore":
+        if self.settings.scoring == "zscore":
             overlap = set(self.normative_ids) & set(self.reference_ids if isinstance(self.reference_ids, list) else ())
             if overlap:
                 logger.warning("%d control(s) both standardise the errors and set the threshold: their z-scores are "
                                "in-sample, so the threshold is optimistic", len(overlap))
             affine = self.atlas.grid.affine if self.atlas is not None else None
-            bank = standardise_bank(bank, self.normative_ids, robust=self.robust_scoring,
-                                    save_to=self.error_normative_dir if affine is not None else None, affine=affine)
+            save_to = self.error_normative_dir if affine is not None and idist.get_rank() == 0 else None
+            bank = standardise_bank(bank, self.normative_ids, robust=self.robust_scoring, save_to=save_to,
+                                    affine=affine)
         truth = None
         if self.ground_truth_subjects and self.atlas is not None:
             wanted = set(self.test_ids) if self.test_ids is not None else set(bank.ids)
             truth = load_ground_truth([s for s in self.ground_truth_subjects if str(s["id"]) in wanted], bank,
                                       self.atlas.grid.name)
+        writer = idist.get_rank() == 0  # every rank computes its metrics; only rank 0 writes, as MetricsSaver
         self.result = run_pd_evaluation(
-            bank, None, self.test_ids, self.reference_ids, self.atlas, self.out_dir, q=self.q,
-            per_roi_threshold=self.per_roi_threshold, n_slices=self.n_slices, n_bootstrap=self.n_bootstrap,
-            seed=self.seed, model_name=self.model_name, showcase=self._showcase, threshold=self.threshold,
-            nuclei=self.nuclei, roi_masks=self.roi_masks, brain=self.brain,
-            split=self.split, figures=self.figures, verbose=self.verbose, ground_truth=truth, fprs=self.fprs,
-            scoring=self.scoring)
+            bank, None, self.test_ids, self.reference_ids, self.atlas, self.out_dir if writer else None,
+            self.settings, showcase=self._showcase, threshold=self.threshold, roi_masks=self.roi_masks,
+            brain=self.brain, ground_truth=truth)
         metrics = {self.metric_prefix + k: (math.nan if v is None else float(v))
                    for k, v in self.result["metrics"].items()}
         if not isinstance(self.result["threshold"], Mapping):

@@ -10,10 +10,12 @@ the mask's voxels.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["mae", "mse", "psnr", "ssim", "ssim_map"]
+__all__ = ["SSIMMoments", "mae", "mse", "psnr", "ssim", "ssim_by_region", "ssim_map"]
 
 SSIM_SIGMA, SSIM_TRUNCATE = 1.5, 3.5
 
@@ -50,27 +52,59 @@ def psnr(x, y, mask=None, data_range: float = 1.0) -> float:
     return float("inf") if error == 0 else float(10.0 * np.log10(data_range**2 / error))
 
 
+class SSIMMoments:
+    """An image with its Gaussian-weighted local mean and variance, the statistics an SSIM map smooths.
+
+    Comparing one image with several others (the PET evaluation compares each reconstruction with the healthy
+    image and with the healthy image's reconstruction) then smooths each image once: 4 volumes per pair
+    instead of 5, and the shared image's moments once for all its pairs.
+    """
+
+    def __init__(self, image, sigma: float = SSIM_SIGMA):
+        self.image, self.sigma = np.asarray(image, np.float64), float(sigma)
+        self.mean = self._smooth(self.image)
+        self.var = self._smooth(self.image * self.image) - self.mean * self.mean
+
+    def _smooth(self, a: np.ndarray) -> np.ndarray:
+        return ndimage.gaussian_filter(a, self.sigma, truncate=SSIM_TRUNCATE, mode="reflect")
+
+    def ssim_map(self, other: SSIMMoments, data_range: float = 1.0) -> np.ndarray:
+        """The local SSIM of every voxel between this image and ``other`` (same shape and sigma)."""
+        if other.image.shape != self.image.shape:
+            raise ValueError(f"images differ in shape: {self.image.shape} vs {other.image.shape}")
+        if other.sigma != self.sigma:
+            raise ValueError(f"the two images were smoothed with different sigmas: {self.sigma} vs {other.sigma}")
+        ux, uy = self.mean, other.mean
+        cov = self._smooth(self.image * other.image) - ux * uy
+        c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+        return ((2 * ux * uy + c1) * (2 * cov + c2)) / ((ux * ux + uy * uy + c1) * (self.var + other.var + c2))
+
+
 def ssim_map(x, y, data_range: float = 1.0, sigma: float = SSIM_SIGMA) -> np.ndarray:
     """The local SSIM of every voxel (Gaussian-weighted statistics, reflect padding)."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     if x.shape != y.shape:
         raise ValueError(f"images differ in shape: {x.shape} vs {y.shape}")
+    return SSIMMoments(x, sigma).ssim_map(SSIMMoments(y, sigma), data_range)
 
-    def smooth(a):
-        return ndimage.gaussian_filter(a, sigma, truncate=SSIM_TRUNCATE, mode="reflect")
 
-    ux, uy = smooth(x), smooth(y)
-    vx, vy, vxy = smooth(x * x) - ux * ux, smooth(y * y) - uy * uy, smooth(x * y) - ux * uy
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    return ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+def ssim_by_region(local: np.ndarray, regions: Mapping[str, np.ndarray | None],
+                   sigma: float = SSIM_SIGMA) -> dict[str, float]:
+    """Mean of an SSIM map per region, by the conventions of :func:`ssim`: a region of None is the whole volume
+    without a border of the window radius; a mask averages the map over its voxels. One SSIM map serves all
+    regions (the map is the costly part)."""
+    out = {}
+    for name, region in regions.items():
+        if region is None:
+            pad = int(SSIM_TRUNCATE * sigma + 0.5)
+            if any(n <= 2 * pad for n in local.shape):
+                raise ValueError(f"volume {local.shape} too small for the SSIM window (radius {pad})")
+            out[name] = float(local[tuple(slice(pad, -pad) for _ in local.shape)].mean())
+        else:
+            out[name] = float(_pair(local, local, region)[0].mean())
+    return out
 
 
 def ssim(x, y, mask=None, data_range: float = 1.0, sigma: float = SSIM_SIGMA) -> float:
     """Mean SSIM: over the volume without a border of the window radius, or over ``mask``'s voxels."""
-    local = ssim_map(x, y, data_range, sigma)
-    if mask is not None:
-        return float(_pair(local, local, mask)[0].mean())
-    pad = int(SSIM_TRUNCATE * sigma + 0.5)
-    if any(n <= 2 * pad for n in local.shape):
-        raise ValueError(f"volume {local.shape} too small for the SSIM window (radius {pad})")
-    return float(local[tuple(slice(pad, -pad) for _ in local.shape)].mean())
+    return ssim_by_region(ssim_map(x, y, data_range, sigma), {"ssim": mask}, sigma)["ssim"]

@@ -106,10 +106,14 @@ def _apply(img, reduction: np.ndarray):
 class SimulateHypometabolism(Transform):
     """Reduce uptake by ``degree`` % inside a (Gaussian-smoothed) mask: ``x * (1 - d/100 * G_sigma(M))``.
 
+    The smoothed mask is computed once and kept, so one instance serves every image and, through the call's
+    ``degree`` (MONAI's call-time override), every degree: the PET evaluation's sweep, the synthetic cohort's
+    patients.
+
     Args:
         mask: binary mask on the image grid (array, NIfTI path or atlas dementia mask name such as ``"ad"``).
         degree: hypometabolism in percent (the AD paper uses 5..70).
-        sigma_mm: Gaussian smoothing of the mask in mm (paper: 5).
+        sigma_mm: Gaussian smoothing of the mask in mm (paper: 5; 0 leaves the mask binary).
         spacing: voxel size in mm; by default read from a MetaTensor's affine, else from ``grid``.
         grid: grid whose atlas resolves mask names (and gives the spacing of plain arrays).
     """
@@ -123,13 +127,25 @@ class SimulateHypometabolism(Transform):
         self.degree, self.spacing, self.grid = float(degree), spacing, grid
         self._masks = _SmoothedMasks({"mask": mask}, sigma_mm, grid)
 
-    def reduction_map(self, img) -> np.ndarray:
-        """The fractional reduction ``d/100 * G(M)`` on the spatial grid of ``img`` (the anomaly map)."""
-        shape = tuple(img.shape[-3:])
-        return (self.degree / 100.0) * self._masks.get("mask", _spacing_of(img, self.spacing, self.grid), shape)
+    def mask_map(self, img) -> np.ndarray:
+        """The smoothed mask ``G(M)`` (float32, in [0, 1]) on the spatial grid of ``img``; computed once."""
+        return self._masks.get("mask", _spacing_of(img, self.spacing, self.grid), tuple(img.shape[-3:]))
 
-    def __call__(self, img):
-        return _apply(img, self.reduction_map(img))
+    def reduction_map(self, img, degree: float | None = None) -> np.ndarray:
+        """The fractional reduction ``d/100 * G(M)`` on the spatial grid of ``img`` (the anomaly map);
+        ``degree`` overrides the instance's for this call."""
+        return (self._degree(degree) / 100.0) * self.mask_map(img)
+
+    def __call__(self, img, degree: float | None = None):
+        """``img * (1 - d/100 * G(M))``, keeping its type and meta; ``degree`` overrides the instance's."""
+        return _apply(img, self.reduction_map(img, degree))
+
+    def _degree(self, degree: float | None) -> float:
+        if degree is None:
+            return self.degree
+        if not 0.0 <= float(degree) <= 100.0:
+            raise ValueError(f"degree must be a percentage in [0, 100], got {degree}")
+        return float(degree)
 
 
 class RandSimulateHypometabolism(RandomizableTransform):

@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from common.atlases import Atlas  # noqa: E402
+from common.data._jsonio import atomic_path  # noqa: E402
 from common.data.dataset_json import CohortDataset  # noqa: E402
 from common.nifti import load_checked  # noqa: E402
 
@@ -100,7 +101,7 @@ def plot_cohort_overview(pd_dataset: CohortDataset | None, pd_atlas: Atlas | Non
     fig.suptitle("Synthetic cohorts on ICBM152 / AAL3 / HCPEx anatomy", color="white")
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, facecolor="black")
+    with atomic_path(out, ".png") as tmp:
+        fig.savefig(tmp, dpi=110, facecolor="black", format="png")
     plt.close(fig)
     return out

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+
+from common.data._jsonio import atomic_path
 
 __all__ = [
     "plot_gmean_bars",
@@ -48,13 +49,8 @@ def roi_label(name: str, approximate: bool | None = False) -> str:
 
 def _save(fig, out: str | os.PathLike) -> Path:
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp.png")
-    try:
+    with atomic_path(out, ".png") as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from monai.deploy.core import ConditionType, Fragment, Image, Operator, OperatorSpec
 from monai.deploy.operators.monai_bundle_inference_operator import MonaiBundleInferenceOperator, filter_compose
 
+from common.data._jsonio import atomic_path
 from common.transforms import SUBJECT_ID
 from integrations.bundles import LOADER_PREFIX
 
@@ -129,11 +130,7 @@ def write_nifti_atomic(path: Path, data: np.ndarray, affine: np.ndarray) -> Path
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     img.header.set_xyzt_units("mm")
-    tmp = path.with_name(f".{path.name[: -len('.nii.gz')]}.partial.nii.gz")
-    try:
+    with atomic_path(path, ".nii.gz") as tmp:
         nib.save(img, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 

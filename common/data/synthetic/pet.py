@@ -98,9 +98,8 @@ def render_pet_subject(t: PETTemplate, cfg: PETCohortConfig, subject: SubjectSpe
         degree = float(subject_rng(cfg.seed, subject.index, DISEASE_STREAM).uniform(*cfg.degree_range))
         simulator = SimulateHypometabolism(cfg.pattern, degree=degree, sigma_mm=cfg.sigma_mm, grid=grid.name) \
             if simulator is None else simulator
-        simulator.degree = degree
-        reduction = simulator.reduction_map(image)
-        image = simulator(image)
+        reduction = simulator.reduction_map(image, degree)
+        image = simulator(image, degree)
         info = {"pattern": cfg.pattern, "degree": round(degree, 2)}
     displacement = misregistration(rng, fields[:3], spacing, cfg.deformation_mm, t.centre_vox)
     image, reduction, head = warp(np.stack([image, reduction, t.head]), displacement)
