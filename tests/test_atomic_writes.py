@@ -29,7 +29,7 @@ def test_atomic_path_replaces_on_success_and_keeps_the_old_file_on_failure(tmp_p
 def test_figures_and_release_copies_are_atomic(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 
-    from common.release import _copy_atomic
+    from common.app.release import _copy_atomic
     from common.visualize.pd import _save
 
     fig = Figure()
