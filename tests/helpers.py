@@ -4,6 +4,7 @@ test reads ``from helpers import write_nifti``."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -11,6 +12,11 @@ import numpy as np
 import pytest
 
 from common.grids import Grid
+
+#: MONAI's bundle metadata schema, the one test input from outside the repository (nothing is downloaded).
+#: Set BRAIN_ANOMALY_META_SCHEMA to its path; by default it is ../shared/monai/ beside the checkout, where CI has it.
+META_SCHEMA = Path(os.environ.get("BRAIN_ANOMALY_META_SCHEMA")
+                   or Path(__file__).resolve().parents[2] / "shared" / "monai" / "meta_schema_20240725.json")
 
 TINY = Grid(
     name="tiny",
