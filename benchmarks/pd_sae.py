@@ -20,15 +20,15 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pd_sae_reassembly  # noqa: E402
-import pd_sae_sampler  # noqa: E402
+import pd_sae_reassembly
+import pd_sae_sampler
 
-from common.data import read_dataset  # noqa: E402
-from common.data.pairs import SiamesePairSampler  # noqa: E402
-from common.data.synthetic import default_cohort  # noqa: E402
-from common.engines import prepare_reconstruction_batch  # noqa: E402
-from common.losses import SiameseReconstructionLoss  # noqa: E402
-from common.networks import SiamesePatchAE  # noqa: E402
+from common.data import read_dataset
+from common.data.pairs import SiamesePairSampler
+from common.data.synthetic import default_cohort
+from common.engines import prepare_reconstruction_batch
+from common.losses import SiameseReconstructionLoss
+from common.networks import SiamesePatchAE
 
 
 def trainer_rate(loader, iterations: int) -> float:

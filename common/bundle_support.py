@@ -196,7 +196,7 @@ def load_weights(module, path: str | os.PathLike, map_location="cpu", key: str =
         raise InputDataError(path, f"empty file (0 bytes), not a checkpoint; expected the weights of {expected}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - every reading failure becomes one message naming the file
+    except Exception as err:  # every reading failure becomes one message naming the file
         raise InputDataError(path, f"{_read_problem(path, err)}; expected the weights of {expected}") from None
     if isinstance(state, dict) and key in state and isinstance(state[key], dict):
         state = state[key]

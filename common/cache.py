@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["cache_root", "sha256_file", "read_manifest", "manifest_is_current", "build_atomically"]
+__all__ = ["build_atomically", "cache_root", "manifest_is_current", "read_manifest", "sha256_file"]
 
 MANIFEST = "manifest.json"
 

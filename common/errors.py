@@ -17,9 +17,9 @@ import traceback
 __all__ = [
     "DEBUG_ENV",
     "EXIT_CODE",
+    "PROJECT_ERRORS",
     "InputDataError",
     "SettingsError",
-    "PROJECT_ERRORS",
     "debug_requested",
     "exit_on_project_error",
     "find_project_error",
@@ -102,7 +102,7 @@ def exit_on_project_error(debug: bool | None = None):
     other exceptions pass unchanged."""
     try:
         yield
-    except Exception as exc:  # noqa: BLE001 - re-raised unless it carries a project error
+    except Exception as exc:  # re-raised unless it carries a project error
         if find_project_error(exc) is None:
             raise
         debug = debug_requested() if debug is None else (debug or debug_requested([]))

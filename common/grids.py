@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Grid", "GRIDS", "get_grid"]
+__all__ = ["GRIDS", "Grid", "get_grid"]
 
 
 @dataclass(frozen=True)

@@ -25,20 +25,20 @@ from common.errors import InputDataError
 from common.grids import Grid, get_grid
 
 __all__ = [
-    "ModalitySpec",
-    "MODALITIES",
-    "MD_MAX_MM2_PER_S",
-    "RANGE_TOLERANCE",
     "AFFINE_TOLERANCE_MM",
-    "get_modality",
-    "HeaderInfo",
-    "check_header",
-    "load_checked",
-    "check_same_grid",
-    "check_content",
-    "check_anatomy",
-    "anatomy_score",
+    "MD_MAX_MM2_PER_S",
+    "MODALITIES",
     "QFORM_SFORM_TOLERANCE_MM",
+    "RANGE_TOLERANCE",
+    "HeaderInfo",
+    "ModalitySpec",
+    "anatomy_score",
+    "check_anatomy",
+    "check_content",
+    "check_header",
+    "check_same_grid",
+    "get_modality",
+    "load_checked",
 ]
 
 MD_MAX_MM2_PER_S = 3.5e-3

@@ -36,9 +36,9 @@ __all__ = [
     "TAILS",
     "NormativeModel",
     "NormativeScore",
-    "NormativeScored",
     "NormativeScoreD",
     "NormativeScoreDict",
+    "NormativeScored",
     "fit_normative_from_subjects",
 ]
 
@@ -466,7 +466,7 @@ class NormativeModel:
             if not np.all(np.isfinite(values)) or (name == "scale.nii.gz" and not np.all(values > 0)):
                 raise InputDataError(folder / name, "non-finite values (or a scale <= 0) at mask voxels")
             stats[name] = values
-        if not (floors.shape == (len(names),) and 2 <= n_fit):
+        if not (floors.shape == (len(names),) and n_fit >= 2):
             raise InputDataError(doc_path, "scale_floor must hold one value per channel and n_fit be >= 2")
         model.centre, model.scale = stats["centre.nii.gz"], stats["scale.nii.gz"]
         model.scale_floor, model.n_fit = floors, n_fit
@@ -565,8 +565,8 @@ def fit_normative_from_subjects(subjects: Sequence[Mapping], grid: str | Grid, m
     ``spacing``, ``affine`` and ``channel_names`` default to the grid's and to ``modalities``. Every file's
     header is checked before any volume is read, so a bad 40th subject fails at once, naming the file.
     """
-    from common.nifti import check_header, get_modality
     from common.data.volumes import load_subject_volumes
+    from common.nifti import check_header, get_modality
 
     grid = get_grid(grid)
     modalities = [get_modality(m).name for m in ([modalities] if isinstance(modalities, str) else modalities)]

@@ -30,7 +30,7 @@ def test_full_size_shapes_and_parameter_count_by_formula():
         recon, mu, logvar = net(x)
     assert h.shape == (1, 128, 10, 12, 10) and h[0].numel() == 153_600  # docs/design.md 3.3
     assert recon.shape == x.shape and mu.shape == logvar.shape == (1, 128)
-    assert 0 <= recon.min() and recon.max() <= 1  # sigmoid output
+    assert recon.min() >= 0 and recon.max() <= 1  # sigmoid output
 
     def conv(cin, cout):  # weights + bias of a 3x3x3 (transposed) convolution
         return cin * cout * 27 + cout

@@ -90,8 +90,8 @@ HEAVY_MODULES = ("torch", "monai", "nibabel", "numpy", "scipy", "fire")
 
 
 def _all_commands():
-    from common.app.commands import _commands
     from common.app.cli import iter_commands
+    from common.app.commands import _commands
 
     return list(iter_commands(_commands()))
 
@@ -166,8 +166,8 @@ def _documented_commands() -> list[str]:
 
 def test_documented_commands_still_parse():
     """Every `python -m common ...` line of the README and model cards parses with the project's parser."""
-    from common.app.commands import _commands
     from common.app.cli import parse_command_line
+    from common.app.commands import _commands
     from common.errors import SettingsError
 
     commands = _documented_commands()

@@ -44,7 +44,7 @@ def test_the_grids_agree_with_clinicadl_striding():
     src = ijk.copy()
     src[:3] = np.array([4, 8, 8])[:, None] + 2 * ijk[:3]
     np.testing.assert_allclose(TARGET.affine @ ijk, SOURCE.affine @ src)
-    assert (4 + 2 * 79, 8 + 2 * 95, 8 + 2 * 79) < SOURCE.shape  # the last target voxel is inside
+    assert SOURCE.shape > (4 + 2 * 79, 8 + 2 * 95, 8 + 2 * 79)  # the last target voxel is inside
 
 
 def test_clinicadl_mode_is_numpy_striding_and_maps_the_same_world_points():

@@ -10,8 +10,8 @@ import pytest
 from helpers import TINY, write_nifti
 from monai.data import load_decathlon_datalist
 
-from common.data import CohortDataset, read_dataset, validate_dataset, write_dataset
 from common.app.data_commands import validate_command
+from common.data import CohortDataset, read_dataset, validate_dataset, write_dataset
 from common.errors import InputDataError
 
 

@@ -25,7 +25,7 @@ from ignite.engine import Engine, Events
 from common.bundle_support import PREVIOUS_SUMMARY, load_weights
 from common.errors import InputDataError
 from common.handlers import BestCheckpointSaver
-from common.networks import VAE3d, PatchAE2d, SpatialAE2d, VAEReconstructor
+from common.networks import PatchAE2d, SpatialAE2d, VAE3d, VAEReconstructor
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_VAE = {"channels": [4, 8, 8], "decoder_channels": [8, 8, 4], "latent_size": 8}

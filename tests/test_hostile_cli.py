@@ -4,7 +4,6 @@ the flag and the expected value, and no output written (the rows `--epochs 1.5`,
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess

@@ -339,7 +339,7 @@ def test_inference_refuses_every_bad_subject_before_any_output(make_cohort, tmp_
     out = tmp_path / "inference"
     workflow = bundle_workflow("pd_ae", "inference.json", workflow_type="infer", dataset_dir=str(path.parent),
                                grid="tiny", ckpt_path=str(ckpt), output_dir=str(out))
-    with pytest.raises(Exception) as raised:  # noqa: PT011 (MONAI wraps it in a RuntimeError)
+    with pytest.raises(Exception) as raised:  # MONAI wraps it in a RuntimeError
         workflow.initialize()
     error = raised.value
     while error is not None and not isinstance(error, InputDataError):

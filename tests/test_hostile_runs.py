@@ -26,11 +26,10 @@ import numpy as np
 import pytest
 from helpers import bundle_workflow, write_nifti
 
-from common.app import main
-from common.errors import InputDataError
-from common.app import experiment
-from common.evaluation.fingerprint import FINGERPRINT
+from common.app import experiment, main
 from common.app.release import build_release, build_releases, verify_release
+from common.errors import InputDataError
+from common.evaluation.fingerprint import FINGERPRINT
 
 REPO = Path(__file__).resolve().parents[1]
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

@@ -13,6 +13,8 @@ from helpers import TINY, write_nifti
 from monai.data import CacheDataset, DataLoader, MetaTensor
 from monai.transforms import Compose, SaveImage, ScaleIntensityd
 
+from common.errors import InputDataError
+from common.grids import GRIDS
 from common.nifti import (
     MD_MAX_MM2_PER_S,
     MODALITIES,
@@ -21,8 +23,6 @@ from common.nifti import (
     get_modality,
     load_checked,
 )
-from common.errors import InputDataError
-from common.grids import GRIDS
 from common.transforms import LoadValidatedImage, LoadValidatedImaged
 
 

@@ -62,7 +62,7 @@ def test_robust_matches_median_and_scipy_mad(mask, volumes, n):
     values = volumes[:n, :, mask].astype(np.float32).astype(np.float64)
     np.testing.assert_allclose(model.centre, np.median(values, axis=0), rtol=1e-6)
     np.testing.assert_allclose(model.scale, stats.median_abs_deviation(values, axis=0, scale="normal"), rtol=1e-6)
-    assert MAD_TO_SD == pytest.approx(1.4826, abs=1e-4)
+    assert pytest.approx(1.4826, abs=1e-4) == MAD_TO_SD
 
 
 def test_masked_smoothing_matches_normalised_gaussian(mask, volumes):

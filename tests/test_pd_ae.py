@@ -26,7 +26,7 @@ def test_layer_shapes_121x145_to_4x5_and_back():
     assert z.shape == (2, 256, 4, 5)
     assert sizes == [[8, 10], [16, 19], [31, 37], [61, 73], [121, 145]]
     y = net(x)
-    assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     ups = [m for m in net.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
     assert len(convs) == 5 and len(ups) == 5

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.data.synthetic import PDCohortConfig, make_pd_cohort
 from common.app.experiment import run_pd_experiment
+from common.data.synthetic import PDCohortConfig, make_pd_cohort
 
 PLANTED_NUCLEI = ("sn", "putamen", "gpi", "stn")
 FLOOR = 0.6

@@ -33,7 +33,7 @@ def test_shapes_as_the_paper_describes():
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
     assert 11_000 < sum(p.numel() for p in net.parameters()) < 13_000  # docs/design.md 3.2: 12,034
     y = net(x)
-    assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
     siamese = SiamesePatchAE()
     siamese.load_state_dict(net.state_dict())  # same parameters: checkpoints move between the two
     recon, codes = siamese(x)

@@ -11,13 +11,21 @@ import json
 
 import numpy as np
 import pytest
+from helpers import write_nifti
 from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
+from test_pet_evaluation import (  # noqa: F401 - fixtures (setup, small_grid) are requested by name
+    DEGREES,
+    SMALL,
+    evaluate,
+    normalised,
+    numpy_gaussian,
+    read_csv,
+    setup,
+    small_grid,
+)
 
 from common.evaluation import paper_values
-from helpers import write_nifti
-from test_pet_evaluation import (DEGREES, SMALL, evaluate, normalised, numpy_gaussian, read_csv,  # noqa: F401
-                                 setup, small_grid)
 
 FPRS = (0.01, 0.05)
 
@@ -27,7 +35,7 @@ def scaled(x):
 
 
 @pytest.fixture
-def cohort(setup, tmp_path):
+def cohort(setup, tmp_path):  # noqa: F811 - the imported fixture, requested by name
     """``setup`` with the masks renamed after the paper's dementias (so its numbers apply), plus 4 training
     and 3 calibration controls drawn like the test controls."""
     brain = setup["brain"]

@@ -13,6 +13,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import write_nifti
 from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -21,7 +22,6 @@ from common.errors import InputDataError
 from common.evaluation.pet import degree_statistics, run_pet_evaluation, ssim_by_region, voxel_detection
 from common.grids import Grid
 from common.metrics.image import SSIMMoments, ssim, ssim_map
-from helpers import write_nifti
 
 SMALL = Grid(name="pet_small", shape=(24, 26, 22),
              affine_rows=((2.0, 0, 0, -24.0), (0, 2.0, 0, -26.0), (0, 0, 2.0, -22.0)), description="PET test grid")
@@ -342,8 +342,9 @@ def _first_two(part: str) -> str:
 def test_ad_vae3d_evaluate_config_runs_the_evaluation(tmp_path):
     """train.json + evaluate.json as `monai.bundle run evaluating` merges them: the infer properties are
     complete, the weights are loaded (weights_only) into the reconstructor, results land in eval/split_<i>."""
-    from common.networks import VAE3d, VAEReconstructor
     from helpers import bundle_workflow
+
+    from common.networks import VAE3d, VAEReconstructor
 
     overrides = {"bundle_root": str(tmp_path), "degrees": [0, 30], "dementias": ["ad"], "progress": False,
                  "voxel_subsample": 2000, "test_subjects": _first_two("test"), "patients": _first_two("patients"),

@@ -11,16 +11,16 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 from helpers import slow_cases, tiny_run
 
-from common.errors import InputDataError
 from common.app.release import PACKAGE_PATTERNS, ZIP_EPOCH, build_release, build_releases
+from common.errors import InputDataError
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "metadata.json").is_file())

@@ -125,7 +125,7 @@ def _pd_detection(model, auroc_by_roi):
     rows = []
     for k, roi in enumerate(_ROIS):
         auc = auroc_by_roi.get(roi, 0.6)
-        row = {f: "" for f in detection_fields()}
+        row = dict.fromkeys(detection_fields(), "")
         row.update({"roi": roi, "n_voxels": 100 + k, "voxel_auroc": "" if roi == "stn" else 0.6 + k / 100,
                     "voxel_ap": "" if roi == "stn" else 0.1, "dice_fpr1": "" if roi == "stn" else 0.05,
                     "test_fpr1": 0.0079, "test_fpr1_ci_low": 0.0049, "test_fpr1_ci_high": 0.0105,
@@ -149,7 +149,7 @@ def _fabricate_demo(out):
         _write_rows(folder / "detection.csv", _pd_detection(model, by_roi))
         best = {("pd_sae", "frontal")}  # split-0 AUC 0.95 [0.9, 1.0] against 0.6 [0.4, 0.7] everywhere else
         _write_rows(folder / "roi_results.csv", [
-            {"model": model, **{f: 0.5 for f in ROW_FIELDS}, "roi": roi, "group": "macro", "approximate": False,
+            {"model": model, **dict.fromkeys(ROW_FIELDS, 0.5), "roi": roi, "group": "macro", "approximate": False,
              "n_voxels": 10, **({"auc": 0.95, "auc_ci_low": 0.9, "auc_ci_high": 1.0} if (model, roi) in best
                                 else {"auc": 0.6, "auc_ci_low": 0.4, "auc_ci_high": 0.7})}
             for roi in _ROIS])

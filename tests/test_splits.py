@@ -8,8 +8,16 @@ import json
 import numpy as np
 import pytest
 
-from common.data import check_splits, default_n_test, make_splits, read_dataset, read_splits, split_subjects, write_splits
 from common.app.data_commands import splits_command
+from common.data import (
+    check_splits,
+    default_n_test,
+    make_splits,
+    read_dataset,
+    read_splits,
+    split_subjects,
+    write_splits,
+)
 from common.errors import InputDataError
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from common.data.dataset_json import read_dataset, validate_dataset
 from common.data.splits import make_splits, require_distinct_splits, write_splits
 
-__all__ = ["validate_command", "splits_command"]
+__all__ = ["splits_command", "validate_command"]
 
 DEFAULT_SPLITS_NAME = "splits.json"
 _WIDTHS = (5, 6, 4, 5, 10, 9, 8, 7)

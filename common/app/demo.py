@@ -470,7 +470,7 @@ def _comparison_section(out: Path):
 
 def write_demo_report(out: str | Path, summary: dict) -> Path:
     """``OUT/report.html``: every bundle's tables and figures found under ``out``, plus the run's timings."""
-    from common.app.report import ReportSection, read_csv_rows, write_html_report
+    from common.app.report import ReportSection, write_html_report
 
     out = Path(out)
     sections = [ReportSection(

@@ -8,4 +8,4 @@
 from common.atlases.atlas import Atlas, atlas_folder, load_atlas
 from common.atlases.regions import GROUPS, Region, load_region_table
 
-__all__ = ["Atlas", "load_atlas", "atlas_folder", "Region", "load_region_table", "GROUPS"]
+__all__ = ["GROUPS", "Atlas", "Region", "atlas_folder", "load_atlas", "load_region_table"]

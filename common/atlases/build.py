@@ -22,7 +22,7 @@ from common.atlases.regions import REGION_TABLE_PATH, Region, load_region_table,
 from common.cache import sha256_file
 from common.grids import Grid
 
-__all__ = ["build_atlas", "atlas_inputs", "BUILDER_VERSION", "TISSUES"]
+__all__ = ["BUILDER_VERSION", "TISSUES", "atlas_inputs", "build_atlas"]
 
 #: Bump when the construction changes, so every cached atlas is rebuilt.
 BUILDER_VERSION = 1

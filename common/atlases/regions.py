@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["Region", "load_region_table", "REGION_TABLE_PATH", "select_labels", "GROUPS"]
+import tomllib
+
+__all__ = ["GROUPS", "REGION_TABLE_PATH", "Region", "load_region_table", "select_labels"]
 
 REGION_TABLE_PATH = Path(str(resources.files("common.atlases").joinpath("regions.toml")))
 SOURCES = {"aal3", "hcpex", "white_matter", "ellipsoid"}

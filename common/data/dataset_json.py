@@ -28,22 +28,22 @@ from pathlib import Path
 from typing import Any
 
 from common.data._jsonio import format_problems, read_json, write_json_atomic
-from common.nifti import MODALITIES, check_header, check_same_grid, get_modality, load_checked
 from common.errors import InputDataError
 from common.grids import Grid, get_grid
+from common.nifti import MODALITIES, check_header, check_same_grid, get_modality, load_checked
 
 __all__ = [
     "GROUPS",
     "SEXES",
+    "SUBJECT_ID_PATTERN",
     "CohortDataset",
     "ValidationReport",
-    "SUBJECT_ID_PATTERN",
     "check_subjects",
     "order_channels",
     "output_stem",
     "read_dataset",
-    "write_dataset",
     "validate_dataset",
+    "write_dataset",
 ]
 
 GROUPS = ("control", "patient")

@@ -37,16 +37,16 @@ from common.errors import InputDataError
 __all__ = [
     "PAPER_N_CONTROLS",
     "PAPER_N_TEST",
+    "SPLIT_PARTS",
+    "check_splits",
     "default_n_test",
     "make_splits",
-    "write_splits",
+    "pool_subjects",
     "read_splits",
-    "check_splits",
     "require_distinct_splits",
     "split_subjects",
-    "pool_subjects",
     "union_subjects",
-    "SPLIT_PARTS",
+    "write_splits",
 ]
 
 PAPER_N_CONTROLS = 56

@@ -20,6 +20,8 @@ __all__ = [
     "TEST_CONTROLS",
     "ErrorBank",
     "PDEvaluationSettings",
+    "PETEvaluationSettings",
+    "PETSimulationEvaluator",
     "aggregate_splits",
     "brain_slab_mask",
     "control_threshold",
@@ -29,10 +31,8 @@ __all__ = [
     "percent_abnormal",
     "roi_info",
     "run_pd_evaluation",
-    "write_split_aggregates",
     "run_pet_evaluation",
-    "PETEvaluationSettings",
-    "PETSimulationEvaluator",
+    "write_split_aggregates",
 ]
 
 

@@ -27,8 +27,8 @@ from common.evaluation.pd import ErrorBank
 
 __all__ = [
     "DEFAULT_FPRS",
-    "GROUND_TRUTH_FRACTION",
     "DETECTION_FIELDS",
+    "GROUND_TRUTH_FRACTION",
     "detection_rows",
     "ground_truth_mask",
     "load_ground_truth",

@@ -9,8 +9,19 @@ agree even for a perfectly reproduced model.
 
 from __future__ import annotations
 
-__all__ = ["PAPER_SOURCE", "RUN_SOURCE", "PAPER", "PROTOCOL_DIFFERENCES", "paper_value", "paper_dementia_rows",
-           "paper_group_rows", "PD_PAPER_SOURCE", "PD_PAPER_GMEAN", "PD_PROTOCOL_DIFFERENCES", "pd_paper_gmean"]
+__all__ = [
+    "PAPER",
+    "PAPER_SOURCE",
+    "PD_PAPER_GMEAN",
+    "PD_PAPER_SOURCE",
+    "PD_PROTOCOL_DIFFERENCES",
+    "PROTOCOL_DIFFERENCES",
+    "RUN_SOURCE",
+    "paper_dementia_rows",
+    "paper_group_rows",
+    "paper_value",
+    "pd_paper_gmean",
+]
 
 #: Labels of the ``source`` column of every table that mirrors one of the paper's.
 PAPER_SOURCE = "paper (real ADNI)"

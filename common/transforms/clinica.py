@@ -26,9 +26,9 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import ImageMetaKey
 from scipy import ndimage
 
-from common.nifti import AFFINE_TOLERANCE_MM, check_header
 from common.errors import InputDataError
 from common.grids import get_grid
+from common.nifti import AFFINE_TOLERANCE_MM, check_header
 from common.transforms.io import SUBJECT_ID, LoadValidatedImage
 
 __all__ = [

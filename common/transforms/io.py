@@ -18,20 +18,20 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys
 
-from common.nifti import check_same_grid, get_modality, load_checked
 from common.errors import InputDataError
 from common.grids import Grid, get_grid
+from common.nifti import check_same_grid, get_modality, load_checked
 
 #: Meta key holding the subject id of a loaded image.
 SUBJECT_ID = "subject_id"
 
 __all__ = [
     "SUBJECT_ID",
-    "subject_output_name",
     "LoadValidatedImage",
-    "LoadValidatedImaged",
     "LoadValidatedImageD",
     "LoadValidatedImageDict",
+    "LoadValidatedImaged",
+    "subject_output_name",
 ]
 
 
@@ -110,7 +110,7 @@ class LoadValidatedImaged(MapTransform):
                 raise ValueError(f"modalities has no entry for keys {missing}")
             per_key = {k: modalities[k] for k in self.keys}
         else:
-            per_key = {k: modalities for k in self.keys}
+            per_key = dict.fromkeys(self.keys, modalities)
         self.loaders = {k: LoadValidatedImage(grid, m, allow_resample) for k, m in per_key.items()}
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:

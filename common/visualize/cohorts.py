@@ -7,16 +7,16 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy import ndimage  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy import ndimage
 
-from common.atlases import Atlas  # noqa: E402
-from common.data._jsonio import atomic_path  # noqa: E402
-from common.data.dataset_json import CohortDataset  # noqa: E402
-from common.nifti import load_checked  # noqa: E402
+from common.atlases import Atlas
+from common.data._jsonio import atomic_path
+from common.data.dataset_json import CohortDataset
+from common.nifti import load_checked
 
-__all__ = ["plot_cohort_overview", "axial_index"]
+__all__ = ["axial_index", "plot_cohort_overview"]
 
 PD_CONTOURS = {"white_matter": "#4fa3ff", "putamen": "#ffd24f", "caudate": "#ff9f4f", "thalamus": "#b07cff",
                "gpi": "#4fff8f", "gpe": "#2fbf6f"}

@@ -22,19 +22,19 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
-from monai.deploy.conditions import CountCondition  # noqa: E402
-from monai.deploy.core import AppContext, Application, Image, IOType  # noqa: E402
-from monai.deploy.operators.monai_bundle_inference_operator import (  # noqa: E402
+import numpy as np
+from monai.deploy.conditions import CountCondition
+from monai.deploy.core import AppContext, Application, Image, IOType
+from monai.deploy.operators.monai_bundle_inference_operator import (
     BundleConfigNames,
     IOMapping,
     get_bundle_config,
 )
 
-from common.errors import InputDataError  # noqa: E402
-from integrations.bundles import anomaly_map_key, input_modalities, is_loader  # noqa: E402
-from integrations.deploy.inputs import find_subject_files, model_file  # noqa: E402
-from integrations.deploy.operators import (  # noqa: E402
+from common.errors import InputDataError
+from integrations.bundles import anomaly_map_key, input_modalities, is_loader
+from integrations.deploy.inputs import find_subject_files, model_file
+from integrations.deploy.operators import (
     AnomalyBundleInferenceOperator,
     BundleLoaderOperator,
     NiftiMapWriterOperator,

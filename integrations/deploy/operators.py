@@ -27,7 +27,7 @@ from common.data._jsonio import atomic_path
 from common.transforms import SUBJECT_ID
 from integrations.bundles import LOADER_PREFIX
 
-__all__ = ["BundleLoaderOperator", "AnomalyBundleInferenceOperator", "NiftiMapWriterOperator"]
+__all__ = ["AnomalyBundleInferenceOperator", "BundleLoaderOperator", "NiftiMapWriterOperator"]
 
 
 class BundleLoaderOperator(Operator):

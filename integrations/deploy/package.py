@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from common.errors import InputDataError  # noqa: E402
-from integrations.bundles import BUNDLES_DIR, anomaly_map_key, available_bundles  # noqa: E402
+from common.errors import InputDataError
+from integrations.bundles import BUNDLES_DIR, anomaly_map_key, available_bundles
 
 __all__ = ["deploy_metadata", "package"]
 

@@ -31,14 +31,14 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # common/ and integrations/ of this checkout
     sys.path.insert(0, str(REPO))
 
-import monailabel  # noqa: E402
-from lib.bundles import check_exposure, select_bundles  # noqa: E402
-from lib.infers import AnomalyMapInferTask  # noqa: E402
-from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
-from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
-from monailabel.interfaces.tasks.train import TrainTask  # noqa: E402
+import monailabel
+from lib.bundles import check_exposure, select_bundles
+from lib.infers import AnomalyMapInferTask
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.train import TrainTask
 
-from common.errors import InputDataError  # noqa: E402
+from common.errors import InputDataError
 
 logger = logging.getLogger(__name__)
 

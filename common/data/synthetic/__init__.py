@@ -15,7 +15,7 @@ from common.cache import cache_root
 from common.data.synthetic.pd import PDCohortConfig, make_pd_cohort
 from common.data.synthetic.pet import PETCohortConfig, make_pet_cohort
 
-__all__ = ["PDCohortConfig", "PETCohortConfig", "make_pd_cohort", "make_pet_cohort", "default_cohort"]
+__all__ = ["PDCohortConfig", "PETCohortConfig", "default_cohort", "make_pd_cohort", "make_pet_cohort"]
 
 
 def default_cohort(kind: str, progress: bool = True, **overrides) -> Path:

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from common.cache import build_atomically, manifest_is_current
 from common.grids import Grid
 
-__all__ = ["SubjectSpec", "draw_subjects", "subject_rng", "save_nifti", "write_cohort", "ANATOMY_STREAM", "DISEASE_STREAM"]
+__all__ = ["ANATOMY_STREAM", "DISEASE_STREAM", "SubjectSpec", "draw_subjects", "save_nifti", "subject_rng", "write_cohort"]
 
 
 @dataclass(frozen=True)

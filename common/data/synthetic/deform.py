@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-__all__ = ["smooth_random_fields", "misregistration", "warp"]
+__all__ = ["misregistration", "smooth_random_fields", "warp"]
 
 COARSE_FACTOR = 4
 

@@ -31,7 +31,6 @@ import numpy as np
 from scipy import ndimage
 
 from common.atlases import Atlas, load_atlas
-from common.nifti import MD_MAX_MM2_PER_S
 from common.data.synthetic.base import (
     DISEASE_STREAM,
     SubjectSpec,
@@ -41,9 +40,17 @@ from common.data.synthetic.base import (
     write_cohort,
 )
 from common.data.synthetic.deform import misregistration, smooth_random_fields, warp
+from common.nifti import MD_MAX_MM2_PER_S
 
-__all__ = ["PDCohortConfig", "PDTemplate", "render_pd_subject", "save_pd_subject", "make_pd_cohort", "PD_LOCATIONS",
-           "PD_TARGET_REGIONS"]
+__all__ = [
+    "PD_LOCATIONS",
+    "PD_TARGET_REGIONS",
+    "PDCohortConfig",
+    "PDTemplate",
+    "make_pd_cohort",
+    "render_pd_subject",
+    "save_pd_subject",
+]
 
 #: Regions where patients' changes are planted (besides white-matter blobs).
 PD_TARGET_REGIONS = ("sn", "putamen", "gpi", "stn")

@@ -31,7 +31,7 @@ from common.data.synthetic.base import (
 from common.data.synthetic.deform import misregistration, smooth_random_fields, warp
 from common.transforms.hypometabolism import SimulateHypometabolism
 
-__all__ = ["PETCohortConfig", "PETTemplate", "render_pet_subject", "make_pet_cohort", "GM_UPTAKE"]
+__all__ = ["GM_UPTAKE", "PETCohortConfig", "PETTemplate", "make_pet_cohort", "render_pet_subject"]
 
 #: Relative grey-matter FDG uptake per region (1 elsewhere in grey matter).
 GM_UPTAKE = {"occipital": 1.15, "parietal": 1.05, "frontal": 1.05, "temporal": 0.92, "cingulate_insular": 1.0,
