@@ -6,6 +6,7 @@ finished training run leaves behind.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -129,10 +130,8 @@ def prepare_model_dir(ckpt_dir: str | os.PathLike, overwrite=False) -> str:
                                          "to overwrite it. Pass --overwrite true to train anew (the old model.pt "
                                          "stays until the new run saves its first best), or train into another "
                                          "folder with --bundle_root DIR")
-        try:
+        with contextlib.suppress(FileNotFoundError):  # another rank of the same multi-GPU run moved it first
             os.replace(summary, folder / PREVIOUS_SUMMARY)
-        except FileNotFoundError:  # another rank of the same multi-GPU run moved it first
-            pass
         logging.getLogger(__name__).warning(
             "%s: overwriting a finished training; its summary is now %s, its model.pt stays until this run's first "
             "best", folder, PREVIOUS_SUMMARY)

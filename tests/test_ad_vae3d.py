@@ -76,7 +76,7 @@ def test_loss_reductions_against_numpy(reduction):
     kl = (0.5 * (mu**2 + np.exp(logvar) - 1 - logvar)).sum(1).mean()  # the paper's eq. 1 form
     if reduction == "mean":
         sse, kl = sse / 120, kl / 120
-    t = lambda a: torch.from_numpy(a)
+    t = torch.from_numpy
     terms = VAELoss(beta=0.3, reduction=reduction).terms((t(xhat), t(mu), t(logvar)), t(x))
     assert terms.reconstruction.item() == pytest.approx(sse, rel=1e-6)
     assert terms.kl.item() == pytest.approx(kl, rel=1e-6)

@@ -174,7 +174,7 @@ def test_documented_commands_still_parse():
     assert len(commands) >= 15
     for line in commands:
         try:
-            path, func, kwargs, help_text = parse_command_line(_commands(), shlex.split(line))
+            _path, func, kwargs, help_text = parse_command_line(_commands(), shlex.split(line))
         except SettingsError as err:  # prose naming a command without its argument: `python -m common splits`
             assert "missing argument" in err.problem and len(shlex.split(line)) == 1, line
             continue

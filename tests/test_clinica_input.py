@@ -82,7 +82,9 @@ def test_resampling_a_smooth_function_of_world_coordinates_matches_the_analytic_
     reducer = ReducePETLinear("resample")
     out = reducer(source_image(fn))
     sigma = reducer.sigma_voxels[0] * SOURCE.spacing[0]
-    transfer = lambda length: math.exp(-0.5 * (sigma * 2 * math.pi / length) ** 2)
+    def transfer(length):
+        return math.exp(-0.5 * (sigma * 2 * math.pi / length) ** 2)
+
     x, y, z = world(TARGET)
     expected = (1.0 + 0.004 * x - 0.003 * y + 0.002 * z
                 + 0.5 * transfer(L1) * transfer(L2) * np.sin(2 * np.pi * y / L1 + 0.3) * np.cos(2 * np.pi * z / L2))

@@ -197,7 +197,7 @@ def test_write_then_read_round_trip_is_stable(tmp_path, tiny_grid, make_cohort):
 
 def test_write_refuses_invalid_subjects(tmp_path, tiny_grid):
     subjects = [{"id": "a", "group": "patient", "image": ["a.nii.gz"]}]
-    with pytest.raises(InputDataError, match="refusing to write an invalid dataset: .*no control subjects"):
+    with pytest.raises(InputDataError, match=r"refusing to write an invalid dataset: .*no control subjects"):
         write_dataset(tmp_path / "dataset.json", name="x", grid="tiny", modality=["PET"], subjects=subjects)
     assert not (tmp_path / "dataset.json").exists()
     with pytest.raises(ValueError, match="reserved keys: grid"):

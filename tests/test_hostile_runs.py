@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -251,7 +252,7 @@ def test_a_split_killed_before_any_output_runs_with_the_new_settings(tiny_grid, 
 
 
 def test_pet_experiment_refuses_a_changed_rerun(tiny_grid, cohort, tmp_path, fake_runner):
-    run = dict(dataset_dir=str(cohort.parent), out=tmp_path / "pet", n_val=1, epochs=2, progress=False)
+    run = {"dataset_dir": str(cohort.parent), "out": tmp_path / "pet", "n_val": 1, "epochs": 2, "progress": False}
     experiment.run_pet_experiment(**run)
     fake_runner.clear()
     before = snapshot(tmp_path / "pet")
@@ -467,7 +468,7 @@ def test_verify_catches_a_crc_error_behind_a_trusted_digest(tmp_path):
     data = bytearray(path.read_bytes())
     data[data.index(b"{}{}") + 4] ^= 0x01  # flip one stored byte: the entry's CRC no longer matches
     path.write_bytes(bytes(data))
-    with pytest.raises(InputDataError, match="corrupt zip: entry b/configs/train.json fails its CRC check"):
+    with pytest.raises(InputDataError, match=re.escape("corrupt zip: entry b/configs/train.json fails its CRC check")):
         verify_release(path, hashlib.sha256(bytes(data)).hexdigest())
 
 

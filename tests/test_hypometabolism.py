@@ -27,7 +27,7 @@ def numpy_gaussian(volume: np.ndarray, sigma_vox, outside: float) -> np.ndarray:
         pad = [(0, 0)] * 3
         pad[axis] = (radius, radius)
         padded = np.pad(out, pad, constant_values=outside)
-        out = np.apply_along_axis(lambda v: np.convolve(v, kernel, mode="valid"), axis, padded)
+        out = np.apply_along_axis(lambda v, k=kernel: np.convolve(v, k, mode="valid"), axis, padded)
     return out
 
 

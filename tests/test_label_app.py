@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -80,7 +81,7 @@ def test_stacked_upload_errors_name_the_upload_and_channel(tiny_grid, tmp_path, 
         loader(three)
     garbage = tmp_path / "garbage.nii.gz"
     garbage.write_bytes(b"not an image")
-    with pytest.raises(InputDataError, match="garbage.nii.gz: not a readable NIfTI"):
+    with pytest.raises(InputDataError, match=re.escape("garbage.nii.gz: not a readable NIfTI")):
         loader(garbage)
 
 
@@ -98,7 +99,7 @@ def test_select_bundles(tmp_path):
         select_bundles({"bundles": str(root)})
     torch.save(SpatialAE2d().state_dict(), root / "pd_ae" / "models" / "model.pt")
     assert select_bundles({"bundles": str(root)}) == {"pd_ae": root / "pd_ae"}  # pd_sae has no weights
-    with pytest.raises(InputDataError, match="pd_sae/models/model.pt: file not found"):
+    with pytest.raises(InputDataError, match=re.escape("pd_sae/models/model.pt: file not found")):
         select_bundles({"bundles": str(root), "models": "pd_ae, pd_sae"})
     with pytest.raises(InputDataError, match="bundles folder not found"):
         select_bundles({"bundles": str(tmp_path / "absent")})
@@ -147,36 +148,35 @@ def server(label_python, tmp_path_factory):
         ckpts[bundle] = seeded_checkpoint(bundle, root / bundle / "models" / "model.pt")
     (tmp / "studies").mkdir()
     port = free_port()
-    log = open(tmp / "server.log", "w")
-    cmd = [label_python, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR),
-           "--studies", str(tmp / "studies"), "--conf", "bundles", str(root), "--conf", "models", ",".join(E2E),
-           "--host", "127.0.0.1", "--port", str(port)]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited ({proc.returncode}):\n{(tmp / 'server.log').read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/info/", timeout=5) as reply:
-                    info = json.loads(reply.read())
-                break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"server not up after 180 s:\n{(tmp / 'server.log').read_text()[-4000:]}")
-                time.sleep(1)
-        assert set(info["models"]) == set(E2E) and info["trainers"] == {}
-        yield base, ckpts
-    finally:
-        proc.terminate()
+    with open(tmp / "server.log", "w") as log:
+        cmd = [label_python, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR),
+               "--studies", str(tmp / "studies"), "--conf", "bundles", str(root), "--conf", "models", ",".join(E2E),
+               "--host", "127.0.0.1", "--port", str(port)]
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+            deadline = time.monotonic() + 180
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"server exited ({proc.returncode}):\n{(tmp / 'server.log').read_text()[-4000:]}")
+                try:
+                    with urllib.request.urlopen(f"{base}/info/", timeout=5) as reply:
+                        info = json.loads(reply.read())
+                    break
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    if time.monotonic() > deadline:
+                        pytest.fail(f"server not up after 180 s:\n{(tmp / 'server.log').read_text()[-4000:]}")
+                    time.sleep(1)
+            assert set(info["models"]) == set(E2E) and info["trainers"] == {}
+            yield base, ckpts
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def upload_of(cohort: Path, subject: str, folder: Path) -> Path:

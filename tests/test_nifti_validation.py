@@ -66,7 +66,7 @@ def test_integer_storage_with_scaling_is_read_as_scaled_float(tmp_path, tiny_gri
 
 def test_trailing_singleton_dimension_is_squeezed(tmp_path, fa_data):
     path = write_nifti(tmp_path / "spm.nii", fa_data[..., None], TINY.affine)
-    assert nib.load(path).shape == TINY.shape + (1,)
+    assert nib.load(path).shape == (*TINY.shape, 1)
     data, _ = load_checked(path, TINY, "FA")
     assert data.shape == TINY.shape
     np.testing.assert_array_equal(data, fa_data)

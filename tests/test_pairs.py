@@ -84,7 +84,7 @@ def test_patches_equal_direct_slices_of_zero_padded_volumes(channels_last):
     out = s.sample(400, np.random.default_rng(3))
     x1, x2, centres, subjects = out["x1"], out["x2"], out["centres"], out["subjects"]
     assert x1.shape == x2.shape == (400, C, P, P) and x1.dtype == x2.dtype == torch.float32
-    assert centres.shape == subjects.shape[:1] + (3,) and centres.dtype == subjects.dtype == torch.int64
+    assert centres.shape == (subjects.shape[0], 3) and centres.dtype == subjects.dtype == torch.int64
     assert subjects.shape == (400, 2)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     assert x1.is_contiguous(memory_format=fmt) and x2.is_contiguous(memory_format=fmt)

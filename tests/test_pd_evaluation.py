@@ -247,7 +247,7 @@ def test_control_threshold_against_pooled_quantile(space, rng):
     for q in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError, match="open interval"):
             control_threshold(bank, ref, q=q)
-    with pytest.raises(KeyError, match="reference pool: .*ghost.*collected too"):
+    with pytest.raises(KeyError, match=r"reference pool: .*ghost.*collected too"):
         control_threshold(bank, ["ghost"])
     with pytest.raises(ValueError, match="'outside' has no voxel"):
         control_threshold(bank, ref, per_roi=True, roi_masks=space["rois"])

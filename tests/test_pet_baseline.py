@@ -54,8 +54,9 @@ def cohort(setup, tmp_path):  # noqa: F811 - the imported fixture, requested by 
 
 
 def run(cohort, **kwargs):
-    options = dict(sweep_mask="ad", dementias=("ad", "pca"), masks=cohort["masks"], train_subjects=cohort["train"],
-                   calibration_subjects=cohort["calibration"], fprs=FPRS, n_bootstrap=200)
+    options = {"sweep_mask": "ad", "dementias": ("ad", "pca"), "masks": cohort["masks"],
+               "train_subjects": cohort["train"], "calibration_subjects": cohort["calibration"], "fprs": FPRS,
+               "n_bootstrap": 200}
     options.update(kwargs)
     return evaluate(cohort, scaled, **options)
 

@@ -68,9 +68,9 @@ def setup(tmp_path, small_grid):
 
 
 def evaluate(setup, model, test_subjects=None, patients=None, **kwargs):
-    options = dict(grid=SMALL.name, degrees=DEGREES, sweep_mask="left", dementias=("left", "front"),
-                   dementia_degree=30, masks=setup["masks"], brain=setup["brain"], batch_size=3, progress=False,
-                   voxel_subsample=None, verbose=False, figures=False)
+    options = {"grid": SMALL.name, "degrees": DEGREES, "sweep_mask": "left", "dementias": ("left", "front"),
+               "dementia_degree": 30, "masks": setup["masks"], "brain": setup["brain"], "batch_size": 3,
+               "progress": False, "voxel_subsample": None, "verbose": False, "figures": False}
     options.update(kwargs)
     return run_pet_evaluation(model, setup["controls"] if test_subjects is None else test_subjects,
                               setup["patients"] if patients is None else patients, setup["out"], **options)
@@ -169,7 +169,7 @@ def test_bonferroni_is_scipy_times_the_number_of_comparisons(setup):
     # the statistics function itself, both tests, with values where the cap at 1 matters
     mse = np.array([[1.0, 1.1, 1.5, 3.0], [1.2, 1.15, 1.9, 3.3], [0.9, 1.05, 1.4, 2.6], [1.1, 1.0, 1.7, 3.1]])
     degrees = (0, 5, 30, 70)
-    for test, fn in (("paired", lambda a, b: stats.ttest_rel(a, b)),
+    for test, fn in (("paired", stats.ttest_rel),
                      ("welch", lambda a, b: stats.ttest_ind(a, b, equal_var=False))):
         rows, first = degree_statistics(mse, degrees, test=test)
         for j, row in enumerate(rows[1:], start=1):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import re
 from html.parser import HTMLParser
 
 import matplotlib
@@ -67,7 +68,7 @@ def test_report_embeds_figures_and_renders_csv_rows(tmp_path):
 
 def test_missing_figure_or_column_fails_before_writing(tmp_path):
     target = tmp_path / "report.html"
-    with pytest.raises(FileNotFoundError, match="nope.png"):
+    with pytest.raises(FileNotFoundError, match=re.escape("nope.png")):
         write_html_report(target, "t", [ReportSection("s", figures=[("x", tmp_path / "nope.png")])])
     assert not target.exists() and list(tmp_path.iterdir()) == []
     table = tmp_path / "t.csv"

@@ -24,7 +24,7 @@ from common.errors import InputDataError
 def cohort(n_controls=56, n_patients=20, female_fraction=0.4, age_mean=61.0, age_sd=9.0, seed=7):
     """Subject dicts like the PD paper's cohort: ages ~ N(61, 9), 40 % women among the controls."""
     rng = np.random.default_rng(seed)
-    n_female = int(round(n_controls * female_fraction))
+    n_female = round(n_controls * female_fraction)
     sexes = ["F"] * n_female + ["M"] * (n_controls - n_female)
     controls = [
         {"id": f"c{i:03d}", "group": "control", "age": float(rng.normal(age_mean, age_sd)), "sex": sexes[i]}

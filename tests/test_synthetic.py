@@ -68,7 +68,7 @@ def test_pet_cohort_is_valid_user_data_and_suvr_normalised(pet_cohort):
 
 def test_rerun_reuses_and_other_config_refuses_to_overwrite(pd_cohort):
     ds, _ = pd_cohort
-    folder, seconds = make_pd_cohort(ds.root, PDCohortConfig(2, 2, seed=3), progress=False)
+    _folder, seconds = make_pd_cohort(ds.root, PDCohortConfig(2, 2, seed=3), progress=False)
     assert seconds == 0.0, "same configuration: reused"
     with pytest.raises(FileExistsError, match="overwrite"):
         make_pd_cohort(ds.root, PDCohortConfig(2, 2, seed=4), progress=False)

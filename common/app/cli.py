@@ -257,7 +257,7 @@ def run_command_line(commands: Mapping[str, object], argv: Sequence[str] | None 
     argv = list(sys.argv[1:] if argv is None else argv)
     argv, debug = debug_flag(argv)
     with exit_on_project_error(debug=debug):
-        path, func, kwargs, help_text = parse_command_line(commands, argv, prog)
+        _path, func, kwargs, help_text = parse_command_line(commands, argv, prog)
         if help_text is not None:
             try:
                 print(help_text, flush=True)

@@ -557,7 +557,8 @@ def run_demo(out: str = "outputs/demo", seed: int = 0, pd_controls: int = 20, pd
     for grid in ("spm1p5", "clinicadl2"):
         atlases[grid] = load_atlas(grid)
         built = atlases[grid].build_seconds
-        print(f"{grid}: {'built in %.1f s' % built if built is not None else 'cached'} -> {atlases[grid].folder}")
+        state = f"built in {built:.1f} s" if built is not None else "cached"
+        print(f"{grid}: {state} -> {atlases[grid].folder}")
     summary["atlas_seconds"] = round(time.perf_counter() - start, 1)
     print(format_atlas_table(atlases["spm1p5"]))
 

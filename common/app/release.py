@@ -192,7 +192,7 @@ def release_entries(bundle_dir: Path, package_dir: Path | None = None) -> dict[s
     package_dir = Path(package_dir or PACKAGE_DIR)
     name = bundle_dir.name
     # a "common" folder in the bundle would be shadowed by (or shadow) the vendored copy: leave it out
-    own = _walk_files(bundle_dir, skip_top=GENERATED_DIRS + (package_dir.name,))
+    own = _walk_files(bundle_dir, skip_top=(*GENERATED_DIRS, package_dir.name))
     entries = {f"{name}/{rel}": path for rel, path in own.items()}
     vendored = _walk_files(package_dir)
     for rel, path in vendored.items():

@@ -176,7 +176,7 @@ def build_atlas(grid: Grid, folder: Path, table_path: Path = REGION_TABLE_PATH) 
         if region.name in built:
             return built[region.name]
         if region.name in stack:
-            raise ValueError(f"region table: circular 'exclude' through {stack + (region.name,)}")
+            raise ValueError(f"region table: circular 'exclude' through {(*stack, region.name)}")
         if region.source in label_volumes:
             parts = _label_masks(*label_volumes[region.source], region)
         elif region.source == "ellipsoid":
@@ -186,7 +186,7 @@ def build_atlas(grid: Grid, folder: Path, table_path: Path = REGION_TABLE_PATH) 
         if region.exclude:
             removed = np.zeros(grid.shape, bool)
             for other in region.exclude:
-                for m in build(by_name[other], stack + (region.name,)).values():
+                for m in build(by_name[other], (*stack, region.name)).values():
                     removed |= m
             parts = {k: v & ~removed for k, v in parts.items()}
         parts = {k: v & brain for k, v in parts.items()}

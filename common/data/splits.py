@@ -57,7 +57,7 @@ _SEX_CODES = {"F": 0, "M": 1}  # anything else (missing) -> 2, its own stratum
 
 def default_n_test(n_controls: int) -> int:
     """The paper's 15 of 56 test controls scaled to ``n_controls`` (at least 2), rounding half up."""
-    return max(2, int(math.floor(n_controls * PAPER_N_TEST / PAPER_N_CONTROLS + 0.5)))
+    return max(2, math.floor(n_controls * PAPER_N_TEST / PAPER_N_CONTROLS + 0.5))
 
 
 def _apportion(total: int, sizes: np.ndarray) -> np.ndarray:

@@ -183,8 +183,8 @@ def group_statistics(values: Mapping[str, np.ndarray], groups: np.ndarray) -> di
     (independent groups of unequal size and variance)."""
     groups = np.asarray(groups)
     out = {}
-    for metric, v in values.items():
-        v = np.asarray(v, np.float64)
+    for metric, raw in values.items():
+        v = np.asarray(raw, np.float64)
         entry = {}
         for g in ("control", "patient"):
             sel = v[groups == g]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Mapping, Sequence
+from typing import ClassVar
 
 import nibabel as nib
 import numpy as np
@@ -118,7 +119,7 @@ class SimulateHypometabolism(Transform):
         grid: grid whose atlas resolves mask names (and gives the spacing of plain arrays).
     """
 
-    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+    backend: ClassVar[list] = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(self, mask: MaskLike, degree: float = 30.0, sigma_mm: float = 5.0,
                  spacing: Sequence[float] | None = None, grid: str = "clinicadl2"):

@@ -42,6 +42,8 @@ from integrations.deploy.operators import (
 
 __all__ = ["AnomalyMapApp", "main"]
 
+logger = logging.getLogger(__name__)
+
 
 class AnomalyMapApp(Application):
     """The bundle's loader -> ``MonaiBundleInferenceOperator`` (the bundle's pre-processing, inferer and
@@ -64,7 +66,7 @@ class AnomalyMapApp(Application):
 
         modalities = input_modalities(config, meta)
         files, subject = find_subject_files(app_context.input_path, modalities)
-        logging.info("subject %s: %s (%s)", subject, [str(f) for f in files], ", ".join(modalities))
+        logger.info("subject %s: %s (%s)", subject, [str(f) for f in files], ", ".join(modalities))
 
         loader = BundleLoaderOperator(self, CountCondition(self, 1), files=files, loaders=loaders,
                                       subject_id=subject, name="loader")

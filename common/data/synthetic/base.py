@@ -51,7 +51,8 @@ def draw_subjects(n_controls: int, n_patients: int, seed: int, age_mean: float, 
     subjects: list[SubjectSpec] = []
     for group, n in (("control", n_controls), ("patient", n_patients)):
         ages = np.clip(rng.normal(age_mean, age_sd, n), *age_range).round(1)
-        sexes = np.array(["F"] * int(round(female_fraction * n)) + ["M"] * (n - int(round(female_fraction * n))))
+        n_female = round(female_fraction * n)
+        sexes = np.array(["F"] * n_female + ["M"] * (n - n_female))
         rng.shuffle(sexes)
         for age, sex in zip(ages, sexes):
             index = len(subjects)

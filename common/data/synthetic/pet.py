@@ -74,7 +74,7 @@ class PETTemplate:
         gm_gain = ndimage.gaussian_filter(gm_gain, 1.0)
         uptake = atlas.gm * gm_gain + atlas.wm * WM_UPTAKE + atlas.csf * CSF_UPTAKE
         spacing = atlas.grid.spacing[0]
-        head = ndimage.binary_dilation(brain, iterations=int(round(8.0 / spacing)))
+        head = ndimage.binary_dilation(brain, iterations=round(8.0 / spacing))
         scalp = ndimage.gaussian_filter((head & ~brain).astype(np.float32), 1.0) * SCALP_UPTAKE
         self.uptake = (uptake * brain + scalp * ~brain).astype(np.float32)
         self.head = ndimage.gaussian_filter(head.astype(np.float32), 1.0)
