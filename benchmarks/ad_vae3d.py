@@ -69,7 +69,8 @@ def memory_rate(volumes: torch.Tensor, device, amp, iterations, batch_size):
     opt = torch.optim.Adam(net.parameters(), 1e-5)
     loss_fn = VAELoss()
     order = torch.randperm(len(volumes), generator=torch.Generator().manual_seed(1))
-    batches = [volumes[order[(i * batch_size + torch.arange(batch_size)) % len(volumes)]].to(device) for i in range(iterations)]
+    batches = [volumes[order[(i * batch_size + torch.arange(batch_size)) % len(volumes)]].to(device)
+               for i in range(iterations)]
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
     sync(device)
     start = time.perf_counter()
@@ -154,7 +155,8 @@ def main():
     config = bundle_parser(subjects, args.batch_size, device, args.amp, args.iterations)
     torch.manual_seed(0)
     dataset, trainer = config.get_parsed_content("train#dataset"), config.get_parsed_content("train#trainer")
-    print(f"bundle CacheDataset of {len(subjects)} volumes (validated, normalised, cached): {time.perf_counter() - start:.1f} s")
+    print(f"bundle CacheDataset of {len(subjects)} volumes (validated, normalised, cached): "
+          f"{time.perf_counter() - start:.1f} s")
     pipeline_rate(trainer, device, args.iterations, args.batch_size)  # warm-up
     volumes = torch.stack([item["image"].as_tensor() for item in dataset])
     memory_rate(volumes, device, args.amp, args.iterations, args.batch_size)  # warm-up
@@ -169,7 +171,8 @@ def main():
     print(f"pipeline cost: {100 * (1 - p / m):+.1f} % of the in-memory rate (target <= 5 %)")
     # the data path alone (DataLoader over the cache + collation + prepare_batch): a direct measure of the
     # pipeline's share that a busy machine does not blur as much as the ratio of two training runs
-    loader, prepare = config.get_parsed_content("train#dataloader"), config.get_parsed_content("train#trainer").prepare_batch
+    loader = config.get_parsed_content("train#dataloader")
+    prepare = config.get_parsed_content("train#trainer").prepare_batch
     start, n = time.perf_counter(), 0
     for _ in range(3):
         for batch in loader:

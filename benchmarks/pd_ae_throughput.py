@@ -27,7 +27,8 @@ from common.networks import SpatialAE2d
 def make_trainer(loader, device, amp, epoch_length=None):
     torch.manual_seed(0)
     net = SpatialAE2d().to(device)
-    return SupervisedTrainer(device=device, max_epochs=1, epoch_length=epoch_length, train_data_loader=loader, network=net,
+    return SupervisedTrainer(device=device, max_epochs=1, epoch_length=epoch_length, train_data_loader=loader,
+                             network=net,
                              decollate=False,  # as the bundle: nothing post-processes training batches
                              optimizer=torch.optim.Adam(net.parameters(), 1e-3), loss_function=torch.nn.L1Loss(),
                              inferer=SimpleInferer(), prepare_batch=prepare_reconstruction_batch, amp=amp)
@@ -112,7 +113,8 @@ def main():
     trainer.run()
     sync(device)
     epoch_s = time.perf_counter() - start
-    print(f"one full epoch (1640 slices, batch {args.batch_size}): {epoch_s:.1f} s; 160 epochs ~ {160 * epoch_s / 60:.0f} min")
+    print(f"one full epoch (1640 slices, batch {args.batch_size}): {epoch_s:.1f} s; "
+          f"160 epochs ~ {160 * epoch_s / 60:.0f} min")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,8 @@ def training_comparison(rounds: int, iterations: int) -> None:
         through.append(trainer_rate(DataLoader(sampler, batch_size=None, num_workers=0), iterations))
         memory.append(trainer_rate(DataLoader(in_memory, batch_size=None, num_workers=0), iterations))
     t, m = max(through), max(memory)
-    print(f"\ntraining (SiamesePatchAE + siamese loss + Adam, batches of 225 pairs, {torch.get_num_threads()} threads):")
+    print("\ntraining (SiamesePatchAE + siamese loss + Adam, batches of 225 pairs, "
+          f"{torch.get_num_threads()} threads):")
     print(f"  through the pair sampler: {t:9,.0f} pairs/s   pairs already in memory: {m:9,.0f} pairs/s   "
           f"sampler cost {100 * (1 - t / m):+.1f} % (target <= 5 %)")
     print(f"  a paper epoch (300,000 pairs) ~ {300_000 / t:.0f} s; 30 epochs ~ {30 * 300_000 / t / 60:.0f} min")

@@ -16,7 +16,8 @@ import pytest
 
 # Tests build their atlases and cohorts in a cache of their own (fresh on a clean clone, so CI exercises
 # the offline atlas build), unless the caller points BRAIN_ANOMALY_CACHE somewhere on purpose.
-os.environ.setdefault("BRAIN_ANOMALY_CACHE", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "brain-anomaly-cache"))
+os.environ.setdefault("BRAIN_ANOMALY_CACHE",
+                      str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "brain-anomaly-cache"))
 
 # Under pytest-xdist each worker gets its share of the cores (torch and the BLAS/OpenMP pools of the
 # subprocesses the bundle tests start): two workers with two threads each on a 2-core CI machine spend

@@ -62,7 +62,8 @@ def test_wrong_input_shape_and_indivisible_sizes_are_refused():
 def test_kl_matches_torch_distributions_closed_form():
     torch.manual_seed(1)
     mu, logvar = torch.randn(5, 7, dtype=torch.float64), torch.randn(5, 7, dtype=torch.float64)
-    reference = kl_divergence(Normal(mu, torch.exp(0.5 * logvar)), Normal(torch.zeros_like(mu), torch.ones_like(mu))).sum(1)
+    reference = kl_divergence(Normal(mu, torch.exp(0.5 * logvar)),
+                              Normal(torch.zeros_like(mu), torch.ones_like(mu))).sum(1)
     torch.testing.assert_close(gaussian_kl(mu, logvar), reference)
     assert torch.all(gaussian_kl(torch.zeros(3, 4), torch.zeros(3, 4)) == 0)  # posterior = prior
 
@@ -81,7 +82,8 @@ def test_loss_reductions_against_numpy(reduction):
     assert terms.reconstruction.item() == pytest.approx(sse, rel=1e-6)
     assert terms.kl.item() == pytest.approx(kl, rel=1e-6)
     assert terms.loss.item() == pytest.approx(sse + 0.3 * kl, rel=1e-6)
-    assert VAELoss(beta=0.3, reduction=reduction)((t(xhat), t(mu), t(logvar)), t(x)).item() == pytest.approx(sse + 0.3 * kl)
+    loss = VAELoss(beta=0.3, reduction=reduction)((t(xhat), t(mu), t(logvar)), t(x))
+    assert loss.item() == pytest.approx(sse + 0.3 * kl)
 
 
 def test_sum_reduction_does_not_depend_on_the_batch_size():
@@ -166,7 +168,8 @@ def test_controls_datalist_refuses_patients():
     from common.data.training import controls_datalist
     from common.errors import InputDataError
 
-    subjects = [{"id": "a", "group": "control", "image": ["a.nii.gz"]}, {"id": "b", "group": "patient", "image": ["b.nii.gz"]}]
+    subjects = [{"id": "a", "group": "control", "image": ["a.nii.gz"]},
+                {"id": "b", "group": "patient", "image": ["b.nii.gz"]}]
     assert controls_datalist(subjects[:1]) == [{"id": "a", "image": ["a.nii.gz"]}]
     with pytest.raises(InputDataError, match=r"only controls may be used for training, got b \(patient\)"):
         controls_datalist(subjects)
@@ -243,14 +246,14 @@ def test_one_epoch_training_and_inference_through_configworkflow(small_pet, tmp_
         "training": [{"id": "sub-lin", "group": "control", "image": "sub-lin/pet.nii.gz"}]}))
 
     out = tmp_path / "eval" / "inference"
-    infer = bundle_workflow("ad_vae3d", "inference.json", "infer", dataset_dir=str(small_pet), bundle_root=str(tmp_path),
-                            subject_ids=[control["id"], patient["id"]], num_workers=0)
+    infer = bundle_workflow("ad_vae3d", "inference.json", "infer", dataset_dir=str(small_pet),
+                            bundle_root=str(tmp_path), subject_ids=[control["id"], patient["id"]], num_workers=0)
     infer.initialize()
     assert infer.check_properties() == []
     infer.run()
     infer.finalize()
-    linear = bundle_workflow("ad_vae3d", "inference.json", "infer", dataset_dir=str(linear_dir), bundle_root=str(tmp_path),
-                             pet_input_mode="clinicadl", num_workers=0)
+    linear = bundle_workflow("ad_vae3d", "inference.json", "infer", dataset_dir=str(linear_dir),
+                             bundle_root=str(tmp_path), pet_input_mode="clinicadl", num_workers=0)
     linear.initialize()
     linear.run()
 
@@ -259,7 +262,8 @@ def test_one_epoch_training_and_inference_through_configworkflow(small_pet, tmp_
         x = _minmax(src.get_fdata(dtype=np.float32))
         with torch.no_grad():
             expected = reference(torch.from_numpy(x)[None, None]).numpy()[0, 0]
-        files = {n: nib.load(out / sid / f"{sid}_{n}.nii.gz") for n in ("reconstruction", "difference", "abs_difference")}
+        files = {n: nib.load(out / sid / f"{sid}_{n}.nii.gz")
+                 for n in ("reconstruction", "difference", "abs_difference")}
         for img in files.values():
             assert img.shape == (80, 96, 80)
             np.testing.assert_allclose(img.affine, src.affine, atol=1e-5)
@@ -269,14 +273,15 @@ def test_one_epoch_training_and_inference_through_configworkflow(small_pet, tmp_
         np.testing.assert_allclose(files["abs_difference"].get_fdata(), np.abs(x - recon), atol=1e-5)
     recon_linear = nib.load(out / "sub-lin" / "sub-lin_reconstruction.nii.gz")
     np.testing.assert_allclose(recon_linear.affine, source.affine, atol=1e-5)  # reduced onto clinicadl2
-    np.testing.assert_allclose(recon_linear.get_fdata(), nib.load(out / control["id"] / f"{control['id']}_reconstruction.nii.gz").get_fdata(),
-                               atol=1e-6)
+    recon_control = nib.load(out / control["id"] / f"{control['id']}_reconstruction.nii.gz")
+    np.testing.assert_allclose(recon_linear.get_fdata(), recon_control.get_fdata(), atol=1e-6)
 
 
 def test_inference_without_weights_fails_before_work(small_pet, tmp_path):
     from helpers import bundle_workflow
 
-    infer = bundle_workflow("ad_vae3d", "inference.json", "infer", dataset_dir=str(small_pet), bundle_root=str(tmp_path))
+    infer = bundle_workflow("ad_vae3d", "inference.json", "infer", dataset_dir=str(small_pet),
+                            bundle_root=str(tmp_path))
     with pytest.raises(RuntimeError) as err:  # MONAI wraps errors of config expressions
         infer.initialize()
     causes, cause = [], err.value
@@ -402,8 +407,8 @@ def test_kl_warmup_and_lr_schedule_handlers_in_a_trainer():
     factor = WarmupCosineFactor(2, 6, 0.0)
     trainer = VAETrainer(device="cpu", max_epochs=3, train_data_loader=loader, network=net, optimizer=opt,
                          loss_function=loss, prepare_batch=prepare_reconstruction_batch, decollate=False,
-                         train_handlers=[LrScheduleHandler(torch.optim.lr_scheduler.LambdaLR(opt, factor), epoch_level=False,
-                                                            print_lr=False),
+                         train_handlers=[LrScheduleHandler(torch.optim.lr_scheduler.LambdaLR(opt, factor),
+                                                            epoch_level=False, print_lr=False),
                                          KLWarmupHandler(loss, warmup_iterations=4)])
     seen = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(
@@ -425,14 +430,16 @@ def test_train_config_defaults_are_the_paper_schedule_and_the_demo_recipe_is_wir
     from common.app.experiment import short_schedule_overrides
     from common.networks import mean_intensity
 
-    narrow = {"network_def#channels": [4, 8, 8], "network_def#decoder_channels": [8, 8, 4], "network_def#latent_size": 8}
-    base = {"dataset_dir": str(small_pet), "bundle_root": str(tmp_path), "n_val": 1, "progress": False, "cache_workers": 1,
-            **narrow}
+    narrow = {"network_def#channels": [4, 8, 8], "network_def#decoder_channels": [8, 8, 4],
+              "network_def#latent_size": 8}
+    base = {"dataset_dir": str(small_pet), "bundle_root": str(tmp_path), "n_val": 1, "progress": False,
+            "cache_workers": 1, **narrow}
     paper = bundle_workflow("ad_vae3d", "train.json", "train", **base)
     paper.initialize()
     parse = paper.parser.get_parsed_content
     opt, net = parse("optimizer"), parse("network")
-    assert len(opt.param_groups) == 1 and opt.param_groups[0]["lr"] == 1e-5 and opt.param_groups[0]["betas"] == (0.9, 0.999)
+    assert len(opt.param_groups) == 1
+    assert opt.param_groups[0]["lr"] == 1e-5 and opt.param_groups[0]["betas"] == (0.9, 0.999)
     factor = parse("lr_scheduler").lr_lambdas[0]
     assert [factor(i) for i in (0, 1, 10**6)] == [1.0, 1.0, 1.0]  # constant rate
     kl = parse("train#handlers")[2]
@@ -446,10 +453,12 @@ def test_train_config_defaults_are_the_paper_schedule_and_the_demo_recipe_is_wir
     opt, net = parse("optimizer"), parse("network")
     lr, scale = DEMO_VAE_OVERRIDES["learning_rate"], DEMO_VAE_OVERRIDES["latent_head_lr_scale"]
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([lr, lr * scale])
-    assert {id(p) for p in opt.param_groups[1]["params"]} == {id(p) for m in (net.mu, net.logvar) for p in m.parameters()}
+    latent_head = {id(p) for m in (net.mu, net.logvar) for p in m.parameters()}
+    assert {id(p) for p in opt.param_groups[1]["params"]} == latent_head
     factor = parse("lr_scheduler").lr_lambdas[0]
     total = DEMO_VAE_OVERRIDES["epochs"] * len(parse("train#dataloader"))  # 2 volumes at batch 2: one step per epoch
     assert factor.warmup == DEMO_VAE_OVERRIDES["lr_warmup_iterations"] and factor.total == total
     m = mean_intensity(parse("train#dataset"))
     assert net.decoder[-1][0].bias.item() == pytest.approx(np.log(m / (1 - m)), rel=1e-5)
-    assert {b.momentum for b in net.modules() if isinstance(b, torch.nn.BatchNorm3d)} == {DEMO_VAE_OVERRIDES["batchnorm_momentum"]}
+    momenta = {b.momentum for b in net.modules() if isinstance(b, torch.nn.BatchNorm3d)}
+    assert momenta == {DEMO_VAE_OVERRIDES["batchnorm_momentum"]}

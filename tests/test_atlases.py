@@ -149,7 +149,8 @@ def test_unknown_roi_and_region_errors(atlas):
 @pytest.mark.parametrize(
     "toml,message",
     [
-        ('[macro.a]\nsource = "aal3"\ninclude = ["Caudate"]\n[nuclei.a]\nsource = "aal3"\ninclude = ["Putamen"]\n', "unique"),
+        ('[macro.a]\nsource = "aal3"\ninclude = ["Caudate"]\n'
+         '[nuclei.a]\nsource = "aal3"\ninclude = ["Putamen"]\n', "unique"),
         ('[macro.a]\nsource = "aal3"\ninclude = ["Caudate"]\nexclude = ["b"]\n', "excludes unknown"),
         ('[macro.a]\nsource = "nowhere"\n', "source"),
         ('[lobes.a]\nsource = "aal3"\ninclude = ["Caudate"]\n', "unknown group"),

@@ -50,7 +50,8 @@ def test_the_grids_agree_with_clinicadl_striding():
 def test_clinicadl_mode_is_numpy_striding_and_maps_the_same_world_points():
     rng = np.random.default_rng(0)
     volume = rng.random((2, *SOURCE.shape), dtype=np.float32)
-    image = MetaTensor(torch.from_numpy(volume), affine=torch.as_tensor(SOURCE.affine), meta={"filename_or_obj": "x.nii"})
+    image = MetaTensor(torch.from_numpy(volume), affine=torch.as_tensor(SOURCE.affine),
+                       meta={"filename_or_obj": "x.nii"})
     out = ReducePETLinear("clinicadl")(image)
     assert isinstance(out, MetaTensor) and out.shape == (2, *TARGET.shape)
     np.testing.assert_array_equal(out.numpy(), volume[:, 4:164:2, 8:200:2, 8:168:2])
@@ -77,7 +78,8 @@ def test_resampling_a_smooth_function_of_world_coordinates_matches_the_analytic_
     L1, L2 = 24.0, 30.0  # mm
 
     def fn(x, y, z):
-        return 1.0 + 0.004 * x - 0.003 * y + 0.002 * z + 0.5 * np.sin(2 * np.pi * y / L1 + 0.3) * np.cos(2 * np.pi * z / L2)
+        return (1.0 + 0.004 * x - 0.003 * y + 0.002 * z
+                + 0.5 * np.sin(2 * np.pi * y / L1 + 0.3) * np.cos(2 * np.pi * z / L2))
 
     reducer = ReducePETLinear("resample")
     out = reducer(source_image(fn))
@@ -118,7 +120,8 @@ def test_wrong_shapes_and_affines_get_clear_errors():
         ReducePETLinear()(np.zeros(SOURCE.shape, np.float32))
     shifted = SOURCE.affine
     shifted[0, 3] += 5
-    image = MetaTensor(torch.zeros(1, *SOURCE.shape), affine=torch.as_tensor(shifted), meta={"filename_or_obj": "s.nii.gz"})
+    image = MetaTensor(torch.zeros(1, *SOURCE.shape), affine=torch.as_tensor(shifted),
+                       meta={"filename_or_obj": "s.nii.gz"})
     with pytest.raises(InputDataError, match=r"^s.nii.gz: affine .* is not Clinica pet-linear's"):
         ReducePETLinear()(image)
     with pytest.raises(ValueError, match="pet_input_mode must be one of"):
@@ -140,11 +143,13 @@ def pet_files(tmp_path_factory):
     shifted = SOURCE.affine
     shifted[1, 3] += 3.0
     return {
-        "target": write_nifti(folder / "on_clinicadl2.nii.gz", uptake(*world(TARGET)).astype(np.float32), TARGET.affine),
+        "target": write_nifti(folder / "on_clinicadl2.nii.gz", uptake(*world(TARGET)).astype(np.float32),
+                              TARGET.affine),
         "source": write_nifti(folder / "pet_linear.nii.gz", src, SOURCE.affine),
         "flipped": write_nifti(folder / "pet_linear_las.nii.gz", src[::-1], flipped),
         "shifted": write_nifti(folder / "pet_linear_shifted.nii.gz", src, shifted),
-        "other": write_nifti(folder / "other.nii.gz", np.ones((100, 100, 100), np.float32), np.diag([1.5, 1.5, 1.5, 1])),
+        "other": write_nifti(folder / "other.nii.gz", np.ones((100, 100, 100), np.float32),
+                             np.diag([1.5, 1.5, 1.5, 1])),
         "array": src,
     }
 

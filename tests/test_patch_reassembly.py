@@ -217,7 +217,8 @@ def test_slab_axis(volume):
 
 
 def test_empty_region_returns_the_input(volume):
-    out = PatchReassemblyInferer(patch_size=PS, mask=np.zeros(volume.shape[2:], bool), n_slices=None)(volume, random_conv())
+    inferer = PatchReassemblyInferer(patch_size=PS, mask=np.zeros(volume.shape[2:], bool), n_slices=None)
+    out = inferer(volume, random_conv())
     assert torch.equal(out, volume)
 
 

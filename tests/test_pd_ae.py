@@ -93,7 +93,8 @@ def test_slice_inferer_runs_the_network_on_axial_slices():
 
 @pytest.fixture(scope="module")
 def tiny_pd(tmp_path_factory):
-    folder, _ = make_pd_cohort(tmp_path_factory.mktemp("pd_tiny") / "cohort", PDCohortConfig(6, 2, seed=11), progress=False)
+    folder, _ = make_pd_cohort(tmp_path_factory.mktemp("pd_tiny") / "cohort", PDCohortConfig(6, 2, seed=11),
+                               progress=False)
     return folder
 
 
@@ -140,7 +141,8 @@ def test_one_epoch_training_evaluation_and_inference_through_configworkflow(tiny
     detection = {r["roi"]: r for r in result["detection"]}
     assert detection["whole_brain"]["n_patients_with_truth"] == 2 and 0 <= detection["whole_brain"]["test_fpr1"] <= 1
     assert (tmp_path / "eval" / "split_0" / "detection.csv").is_file()
-    assert {r["roi"] for r in result["rois"]} >= {"whole_brain", "white_matter", "putamen"}  # the 4-slice slab misses the SN
+    # the 4-slice slab misses the SN
+    assert {r["roi"] for r in result["rois"]} >= {"whole_brain", "white_matter", "putamen"}
     for figure in ("roc_curves", "gmean_bars", "percent_abnormal_heatmap", "reconstruction_showcase"):
         assert (tmp_path / "eval" / "split_0" / "figures" / f"{figure}.png").is_file()
 

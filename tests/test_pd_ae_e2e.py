@@ -68,7 +68,8 @@ def test_compare_puts_models_side_by_side(tmp_path, capsys):
         write_split_aggregates(aggregate_splits(results), tmp_path / model, figure=False)
     summary = compare_experiments(f"{tmp_path / 'pd_ae'},{tmp_path / 'pd_sae'}", tmp_path / "compare")
     rows = {r["model"]: r for r in summary["rows"]}
-    assert rows["pd_ae"]["auc_mean"] == pytest.approx(0.7) and rows["pd_ae"]["auc_sd"] == pytest.approx(np.std([0.6, 0.8], ddof=1))
+    assert rows["pd_ae"]["auc_mean"] == pytest.approx(0.7)
+    assert rows["pd_ae"]["auc_sd"] == pytest.approx(np.std([0.6, 0.8], ddof=1))
     assert rows["pd_sae"]["auc_mean"] == pytest.approx(0.7) and rows["pd_sae"]["auc_sd"] == pytest.approx(0.0)
     for key in ("csv", "json", "figure", "figure_nested_gmean", "figure_auc"):
         assert Path(summary["paths"][key]).is_file(), key

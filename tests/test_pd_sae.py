@@ -124,7 +124,8 @@ def workflow(config, workflow_type, **overrides):
 
 @pytest.fixture(scope="module")
 def tiny_pd(tmp_path_factory):
-    folder, _ = make_pd_cohort(tmp_path_factory.mktemp("pd_sae_tiny") / "cohort", PDCohortConfig(7, 2, seed=13), progress=False)
+    folder, _ = make_pd_cohort(tmp_path_factory.mktemp("pd_sae_tiny") / "cohort", PDCohortConfig(7, 2, seed=13),
+                               progress=False)
     return folder
 
 

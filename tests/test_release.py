@@ -95,7 +95,8 @@ def test_release_is_reproducible_and_self_contained(bundle, tmp_path):
             assert zf.read(f"{bundle}/models/model.pt") == weights.read_bytes()
         elif weights.is_file():
             listed = json.loads(zf.read(f"{bundle}/large_files.json"))["large_files"]
-            assert {"path": "models/model.pt", "hash_val": sha256(weights), "hash_type": "sha256"}.items() <= listed[0].items()
+            expected = {"path": "models/model.pt", "hash_val": sha256(weights), "hash_type": "sha256"}
+            assert expected.items() <= listed[0].items()
         else:
             assert not models
 

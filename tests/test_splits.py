@@ -159,7 +159,8 @@ def test_splits_command_writes_next_to_the_dataset(make_cohort, capsys):
     manifest = read_splits(written, dataset=path)
     assert manifest == make_splits(read_dataset(path), n_splits=3, seed=2)
     out = capsys.readouterr().out
-    assert f"wrote {written}: 3 splits of 8 controls (6 train / 0 val / 0 calib / 2 test), 2 patients in every test set" in out
+    assert (f"wrote {written}: 3 splits of 8 controls (6 train / 0 val / 0 calib / 2 test), "
+            "2 patients in every test set") in out
     assert len([line for line in out.splitlines() if line.strip() and line.split()[0].isdigit()]) == 3
     # 8 controls as 4 / 1 / 3 have one best-balanced draw: 2 identical splits are refused, 1 is fine
     splits_command(str(path), out=str(path.parent / "other.json"), n_splits=1, n_test=3, n_val=1)

@@ -18,13 +18,15 @@ from common.data.synthetic.pet import PETTemplate, render_pet_subject
 
 @pytest.fixture(scope="module")
 def pd_cohort(tmp_path_factory):
-    folder, seconds = make_pd_cohort(tmp_path_factory.mktemp("pd") / "cohort", PDCohortConfig(2, 2, seed=3), progress=False)
+    folder, seconds = make_pd_cohort(tmp_path_factory.mktemp("pd") / "cohort", PDCohortConfig(2, 2, seed=3),
+                                     progress=False)
     return read_dataset(folder / "dataset.json"), seconds
 
 
 @pytest.fixture(scope="module")
 def pet_cohort(tmp_path_factory):
-    folder, seconds = make_pet_cohort(tmp_path_factory.mktemp("pet") / "cohort", PETCohortConfig(2, 2, seed=3), progress=False)
+    folder, seconds = make_pet_cohort(tmp_path_factory.mktemp("pet") / "cohort", PETCohortConfig(2, 2, seed=3),
+                                      progress=False)
     return read_dataset(folder / "dataset.json"), seconds
 
 
@@ -108,8 +110,10 @@ def test_patient_is_its_control_twin_plus_the_planted_change(pd_template):
     effect = patient["anomaly"]
     changed = effect > 0.02
     assert changed.sum() > 200
-    np.testing.assert_allclose((patient["FA"][changed] / control["FA"][changed]).mean(), (1 - effect[changed]).mean(), atol=0.004)
-    np.testing.assert_allclose((patient["MD"][changed] / control["MD"][changed]).mean(), (1 + effect[changed]).mean(), atol=0.004)
+    np.testing.assert_allclose((patient["FA"][changed] / control["FA"][changed]).mean(), (1 - effect[changed]).mean(),
+                               atol=0.004)
+    np.testing.assert_allclose((patient["MD"][changed] / control["MD"][changed]).mean(), (1 + effect[changed]).mean(),
+                               atol=0.004)
     assert effect.max() <= 0.08 * 1.5 + 1e-6
     untouched = effect == 0
     assert np.abs(patient["FA"][untouched] - control["FA"][untouched]).mean() < 1e-4

@@ -18,7 +18,8 @@ def format_atlas_table(atlas) -> str:
     lines.append(f"{'whole_brain':<20}{'brain':<11}{int(atlas.brain.sum()):>9}{atlas.brain.sum() * voxel_ml:>9.1f}")
     for roi in atlas.rois:
         note = "approximate" if roi["approximate"] else ""
-        lines.append(f"{roi['name']:<20}{roi['group']:<11}{roi['voxels']:>9}{roi['voxels'] * voxel_ml:>9.2f}  {note}".rstrip())
+        lines.append(f"{roi['name']:<20}{roi['group']:<11}{roi['voxels']:>9}{roi['voxels'] * voxel_ml:>9.2f}  "
+                     f"{note}".rstrip())
     return "\n".join(lines)
 
 
@@ -28,7 +29,8 @@ def atlas_command(grid: str = "all", rebuild: bool = False, quiet: bool = False)
         start = time.perf_counter()
         atlas = load_atlas(name, rebuild=rebuild)
         elapsed = time.perf_counter() - start
-        state = f"built in {atlas.build_seconds:.1f} s" if atlas.build_seconds is not None else f"cached, checked in {elapsed:.1f} s"
+        state = (f"built in {atlas.build_seconds:.1f} s" if atlas.build_seconds is not None
+                 else f"cached, checked in {elapsed:.1f} s")
         print(f"{name}: {atlas.grid.shape} {atlas.grid.spacing[0]:g} mm atlas at {atlas.folder} ({state})")
         if not quiet:
             print(format_atlas_table(atlas))

@@ -272,7 +272,8 @@ def build_releases(bundles: str | list[str] | tuple[str, ...] | None = None, out
     before the first zip is written. Prints each zip's path, size and sha256."""
     root = Path(bundles_dir or DEFAULT_BUNDLES_DIR)
     if bundles is None:
-        names = sorted(p.name for p in root.iterdir() if (p / "configs" / "metadata.json").is_file()) if root.is_dir() else []
+        names = (sorted(p.name for p in root.iterdir() if (p / "configs" / "metadata.json").is_file())
+                 if root.is_dir() else [])
         if not names:
             raise InputDataError(root, "no bundle found (folders with configs/metadata.json)")
     else:

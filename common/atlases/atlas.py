@@ -91,7 +91,8 @@ class Atlas:
             raise KeyError(f"no region {region!r} in the {self.grid.name} atlas")
         return np.logical_or.reduce([self.mask(p) for p in parts])
 
-    def roi_masks(self, groups: tuple[str, ...] = ("macro", "nuclei"), whole_brain: bool = True) -> dict[str, np.ndarray]:
+    def roi_masks(self, groups: tuple[str, ...] = ("macro", "nuclei"),
+                  whole_brain: bool = True) -> dict[str, np.ndarray]:
         """Ordered ROI masks for evaluation tables: the whole brain first, then each group's masks."""
         out = {"whole_brain": self.brain} if whole_brain else {}
         for group in groups:
@@ -118,7 +119,8 @@ def load_atlas(grid: str | Grid = "spm1p5", rebuild: bool = False) -> Atlas:
     # One builder at a time (parallel test workers, two bundles starting together); the others wait and reuse.
     with FileLock(str(folder) + ".lock"):
         if rebuild or not manifest_is_current(folder, inputs):
-            print(f"building the {grid.name} atlas into {folder} (first use, a few seconds)", file=sys.stderr, flush=True)
+            print(f"building the {grid.name} atlas into {folder} (first use, a few seconds)", file=sys.stderr,
+                  flush=True)
             start = time.perf_counter()
             build_atomically(folder, inputs, lambda tmp: build_atlas(grid, tmp))
             seconds = time.perf_counter() - start

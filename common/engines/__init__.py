@@ -9,4 +9,5 @@ from common.engines.vae import (
     WarmupCosineFactor,
 )
 
-__all__ = ["KL_LOSS", "RECON_LOSS", "KLWarmupHandler", "VAETrainer", "WarmupCosineFactor", "prepare_reconstruction_batch"]
+__all__ = ["KL_LOSS", "RECON_LOSS", "KLWarmupHandler", "VAETrainer", "WarmupCosineFactor",
+           "prepare_reconstruction_batch"]

@@ -37,7 +37,8 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    if name in ("run_pet_evaluation", "PETEvaluationSettings", "PETSimulationEvaluator"):  # lazy: the PET evaluation needs torch
+    # lazy: the PET evaluation needs torch
+    if name in ("run_pet_evaluation", "PETEvaluationSettings", "PETSimulationEvaluator"):
         from common.evaluation import pet
 
         return getattr(pet, name)

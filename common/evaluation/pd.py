@@ -313,7 +313,8 @@ def percent_abnormal(bank: ErrorBank, roi_masks: Mapping[str, np.ndarray], tau: 
     columns = [bank.columns(roi_masks[n]) for n in names]
     sizes = np.array([c.size for c in columns])
     if (sizes == 0).any():
-        raise ValueError(f"ROI(s) without any voxel in the brain slab: {_preview([n for n, s in zip(names, sizes) if not s])}")
+        empty = [n for n, s in zip(names, sizes) if not s]
+        raise ValueError(f"ROI(s) without any voxel in the brain slab: {_preview(empty)}")
     rows = np.arange(len(bank)) if ids is None else bank.rows(ids)
     per_roi = isinstance(tau, Mapping)
     if per_roi:
@@ -463,7 +464,8 @@ def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> P
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     for row in rows:
-        writer.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in _jsonable(list(row))])
+        writer.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)
+                         for v in _jsonable(list(row))])
     return write_text_atomic(path, buf.getvalue())
 
 

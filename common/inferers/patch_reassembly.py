@@ -133,7 +133,8 @@ class PatchReassemblyInferer(Inferer):
         if n_slices is not None and (int(n_slices) != n_slices or n_slices < 1):
             raise ValueError(f"n_slices must be a positive integer or None, got {n_slices!r}")
         if slab_axis not in (-3, -2, -1, 2, 3, 4):
-            raise ValueError(f"slab_axis must be a spatial axis of (B, C, X, Y, Z): 2, 3, 4 or -3, -2, -1; got {slab_axis}")
+            raise ValueError("slab_axis must be a spatial axis of (B, C, X, Y, Z): 2, 3, 4 or -3, -2, -1; "
+                             f"got {slab_axis}")
         for name, value in (("batch_size", batch_size), ("slice_batch_size", slice_batch_size),
                             ("max_batch_size", max_batch_size)):
             if value is not None and (int(value) != value or value < 1):
@@ -223,8 +224,8 @@ class PatchReassemblyInferer(Inferer):
             try:
                 slab = analysed_slab(np.moveaxis(reference, axis, -1), self.n_slices)
             except ValueError as err:
-                raise ValueError(f"cannot derive the analysed slab of {self.n_slices} slices for spatial shape {shape}: "
-                                 f"{err}; pass slab=slice(...) or n_slices=None (every slice)") from None
+                raise ValueError(f"cannot derive the analysed slab of {self.n_slices} slices for spatial shape "
+                                 f"{shape}: {err}; pass slab=slice(...) or n_slices=None (every slice)") from None
         region = np.zeros(shape, bool)
         index = [slice(None)] * 3
         index[axis] = slab
@@ -232,7 +233,8 @@ class PatchReassemblyInferer(Inferer):
         return region, slab
 
     # ------------------------------------------------------------------ inference
-    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any,
+                 **kwargs: Any) -> torch.Tensor:
         """Reconstruct ``inputs`` (B, C, X, Y, Z) voxel-wise; returns (B, C, X, Y, Z) on the inputs' device
         (a MetaTensor with the inputs' meta when they are one). ``args`` / ``kwargs`` go to every network call."""
         if not isinstance(inputs, torch.Tensor) or inputs.ndim != 5:
@@ -253,7 +255,8 @@ class PatchReassemblyInferer(Inferer):
                 rec = self._run_dense(dense, slices, reg, args, kwargs)
             else:
                 rec = self._run_patches(network, slices, reg, args, kwargs)
-            out = x.to(rec.dtype, copy=True) if self.outside == "input" else torch.zeros(x.shape, dtype=rec.dtype, device=x.device)
+            out = (x.to(rec.dtype, copy=True) if self.outside == "input"
+                   else torch.zeros(x.shape, dtype=rec.dtype, device=x.device))
             out[..., z] = rec.reshape(b, nz, c, h, w).permute(0, 2, 3, 4, 1)
         out = out.movedim(-1, self.slab_axis)
         if isinstance(inputs, MetaTensor):
@@ -271,7 +274,9 @@ class PatchReassemblyInferer(Inferer):
         return max(1, int(self.memory_budget_mb * 2**20 // max(per_item_bytes, 1.0)))
 
     def _fill(self, slices: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        return slices.to(dtype, copy=True) if self.outside == "input" else torch.zeros(slices.shape, dtype=dtype, device=slices.device)
+        if self.outside == "input":
+            return slices.to(dtype, copy=True)
+        return torch.zeros(slices.shape, dtype=dtype, device=slices.device)
 
     def _bar(self, total: int):
         return tqdm(total=total, desc="patch reassembly", unit="slice", disable=not self.progress, leave=False)
@@ -318,7 +323,8 @@ class PatchReassemblyInferer(Inferer):
         n = len(centres)
         mean = self.mode == "mean"
         if mean:  # flat offsets of a patch's pixels in the padded (S, Hp, Wp) grid, relative to its corner
-            offsets = (torch.arange(ps, device=slices.device)[:, None] * wp + torch.arange(ps, device=slices.device)).flatten()
+            steps = torch.arange(ps, device=slices.device)
+            offsets = (steps[:, None] * wp + steps).flatten()
         rec = acc = out_dtype = None
         size = self.batch_size
         start, calls = 0, 0

@@ -31,7 +31,8 @@ class SiameseReconstructionLoss(_Loss):
     def forward(self, pred: tuple[torch.Tensor, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         recon, codes = pred
         if recon.shape[0] % 2 or recon.shape != target.shape:
-            raise ValueError(f"expected (2B, ...) pairs with matching target, got {tuple(recon.shape)} and {tuple(target.shape)}")
+            raise ValueError(f"expected (2B, ...) pairs with matching target, got {tuple(recon.shape)} and "
+                             f"{tuple(target.shape)}")
         squared = (recon - target).pow(2).flatten(1)
         per_patch = squared.mean(1) if self.reconstruction == "mean" else squared.sum(1)
         half = recon.shape[0] // 2

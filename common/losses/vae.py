@@ -63,7 +63,8 @@ class VAELoss(_Loss):
     def terms(self, prediction: tuple[torch.Tensor, torch.Tensor, torch.Tensor], target: torch.Tensor) -> VAELossTerms:
         reconstruction, mu, logvar = prediction
         if reconstruction.shape != target.shape:
-            raise ValueError(f"reconstruction {tuple(reconstruction.shape)} and target {tuple(target.shape)} differ in shape")
+            raise ValueError(f"reconstruction {tuple(reconstruction.shape)} and target {tuple(target.shape)} "
+                             "differ in shape")
         squared_error = (reconstruction.float() - target.float()).pow(2).flatten(1).sum(1)  # (B,)
         kl = gaussian_kl(mu.float(), logvar.float())  # (B,)
         recon_term, kl_term = squared_error.mean(), kl.mean()
@@ -72,5 +73,6 @@ class VAELoss(_Loss):
             recon_term, kl_term = recon_term / n_voxels, kl_term / n_voxels
         return VAELossTerms(recon_term + self.beta * kl_term, recon_term, kl_term)
 
-    def forward(self, prediction: tuple[torch.Tensor, torch.Tensor, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    def forward(self, prediction: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                target: torch.Tensor) -> torch.Tensor:
         return self.terms(prediction, target).loss

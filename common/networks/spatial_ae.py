@@ -46,7 +46,8 @@ class SpatialAE2d(nn.Module):
             )
             for i in range(len(channels))
         )
-        self.decoder = nn.ModuleList(_UpBlock(widths[i], widths[i - 1], last=i == 1) for i in range(len(channels), 0, -1))
+        self.decoder = nn.ModuleList(_UpBlock(widths[i], widths[i - 1], last=i == 1)
+                                     for i in range(len(channels), 0, -1))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[list[int]]]:
         """Bottleneck code and the spatial sizes the decoder must restore, deepest first."""

@@ -64,11 +64,13 @@ class VAE3d(nn.Module):
         if len(self.spatial_shape) != 3:
             raise ValueError(f"spatial_shape must have 3 sizes, got {self.spatial_shape}")
         if depth < 1 or len(decoder_channels) != depth:
-            raise ValueError(f"channels {channels} and decoder_channels {decoder_channels} need the same non-zero length")
+            raise ValueError(f"channels {channels} and decoder_channels {decoder_channels} need the same "
+                             "non-zero length")
         if not 0 < batchnorm_momentum <= 1:
             raise ValueError(f"batchnorm_momentum must be in (0, 1], got {batchnorm_momentum}")
         if any(s % 2**depth for s in self.spatial_shape):
-            raise ValueError(f"spatial_shape {self.spatial_shape} must be divisible by 2**{depth} = {2**depth} per axis")
+            raise ValueError(f"spatial_shape {self.spatial_shape} must be divisible by 2**{depth} = {2**depth} "
+                             "per axis")
         self.in_channels, self.latent_size = int(in_channels), int(latent_size)
         self.bottleneck_shape = tuple(s // 2**depth for s in self.spatial_shape)
         n_bottleneck = math.prod(self.bottleneck_shape)
@@ -85,13 +87,15 @@ class VAE3d(nn.Module):
         self.mu = nn.Linear(channels[-1] * n_bottleneck, self.latent_size)
         self.logvar = nn.Linear(channels[-1] * n_bottleneck, self.latent_size)
 
-        self.decoder_input = nn.Sequential(nn.Linear(self.latent_size, decoder_channels[0] * n_bottleneck), nn.ReLU(inplace=True))
+        self.decoder_input = nn.Sequential(nn.Linear(self.latent_size, decoder_channels[0] * n_bottleneck),
+                                           nn.ReLU(inplace=True))
         ups = (*decoder_channels, self.in_channels)
         blocks = []
         for i in range(depth):
             last = i == depth - 1
             up = nn.ConvTranspose3d(ups[i], ups[i + 1], kernel_size=3, stride=2, padding=1, output_padding=1)
-            post = [nn.Sigmoid()] if last else [nn.BatchNorm3d(ups[i + 1], momentum=batchnorm_momentum), nn.ReLU(inplace=True)]
+            post = ([nn.Sigmoid()] if last
+                    else [nn.BatchNorm3d(ups[i + 1], momentum=batchnorm_momentum), nn.ReLU(inplace=True)])
             blocks.append(nn.Sequential(up, *post))
         self.decoder = nn.Sequential(*blocks)
         # plain lists: TorchScript (MONAI's ckpt_export) scripts the forward passes
@@ -175,7 +179,8 @@ def vae_parameter_groups(network: nn.Module, learning_rate: float, latent_head_l
     if not isinstance(vae, VAE3d):
         raise TypeError(f"vae_parameter_groups needs a VAE3d, got {type(vae).__name__}")
     if learning_rate <= 0 or latent_head_lr_scale <= 0:
-        raise ValueError(f"learning_rate and latent_head_lr_scale must be > 0, got {learning_rate}, {latent_head_lr_scale}")
+        raise ValueError(f"learning_rate and latent_head_lr_scale must be > 0, got {learning_rate}, "
+                         f"{latent_head_lr_scale}")
     if latent_head_lr_scale == 1.0:
         return [{"params": list(vae.parameters()), "lr": float(learning_rate)}]
     heads = [p for layer in vae.latent_heads for p in layer.parameters()]

@@ -57,7 +57,8 @@ _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 def antialias_sigma_mm(source_spacing: Sequence[float], target_spacing: Sequence[float]) -> tuple[float, ...]:
     """Per-axis Gaussian sigma (mm) that turns a voxel-sized response of ``source_spacing`` into one of
     ``target_spacing``: ``sqrt(t^2 - s^2) / 2.355`` (0.74 mm for 1 mm -> 2 mm; 0 where not coarser)."""
-    return tuple(math.sqrt(max(t * t - s * s, 0.0)) / _FWHM_PER_SIGMA for s, t in zip(source_spacing, target_spacing, strict=True))
+    return tuple(math.sqrt(max(t * t - s * s, 0.0)) / _FWHM_PER_SIGMA
+                 for s, t in zip(source_spacing, target_spacing, strict=True))
 
 
 def _check_mode(mode: str) -> str:
@@ -101,7 +102,8 @@ class ReducePETLinear(Transform):
             affine = img.affine.detach().cpu().numpy()
             if not np.allclose(affine, self.source.affine, rtol=0.0, atol=AFFINE_TOLERANCE_MM):
                 rows = np.round(affine[:3], 3).tolist()
-                raise InputDataError(path, f"affine {rows} is not Clinica pet-linear's {self.source.affine[:3].tolist()}")
+                raise InputDataError(path, f"affine {rows} is not Clinica pet-linear's "
+                                           f"{self.source.affine[:3].tolist()}")
 
     def reduce_array(self, volume: np.ndarray) -> np.ndarray:
         """One ``(X, Y, Z)`` pet-linear volume -> ``(80, 96, 80)`` float32."""
@@ -164,7 +166,8 @@ class LoadPETImage(Transform):
     def __call__(self, filename: str | os.PathLike | Sequence[str | os.PathLike]) -> MetaTensor:
         files = [filename] if isinstance(filename, (str, os.PathLike)) else list(filename)
         if len(files) != 1:
-            raise InputDataError(files[0] if files else None, f"{len(files)} files given; PET has one image per subject")
+            raise InputDataError(files[0] if files else None,
+                                 f"{len(files)} files given; PET has one image per subject")
         path = os.fspath(files[0])
         try:
             check_header(path, TARGET_GRID)  # header only: file, NIfTI, 3D, dtype, grid

@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 from common.cache import build_atomically, manifest_is_current
 from common.grids import Grid
 
-__all__ = ["ANATOMY_STREAM", "DISEASE_STREAM", "SubjectSpec", "draw_subjects", "save_nifti", "subject_rng", "write_cohort"]
+__all__ = ["ANATOMY_STREAM", "DISEASE_STREAM", "SubjectSpec", "draw_subjects", "save_nifti", "subject_rng",
+           "write_cohort"]
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,8 @@ class PDCohortConfig:
             raise ValueError(f"locations must be one of {PD_LOCATIONS}, got {self.locations!r}")
         unknown = [r for r in self.target_nuclei if r not in PD_TARGET_REGIONS]
         if unknown or not self.target_nuclei:
-            raise ValueError(f"target_nuclei must be a non-empty subset of {PD_TARGET_REGIONS}, got {self.target_nuclei}")
+            raise ValueError(f"target_nuclei must be a non-empty subset of {PD_TARGET_REGIONS}, "
+                             f"got {self.target_nuclei}")
         object.__setattr__(self, "target_nuclei", tuple(self.target_nuclei))
 
     @classmethod
@@ -247,7 +248,8 @@ def make_pd_cohort(out: str | Path, cfg: PDCohortConfig = PDCohortConfig(), prog
     atlas = load_atlas("spm1p5")
     grid = atlas.grid
     subjects = draw_subjects(cfg.n_controls, cfg.n_patients, cfg.seed, cfg.age_mean, cfg.age_sd, cfg.female_fraction)
-    inputs = {"kind": "pd_dti", "version": 1, "config": cfg.__dict__, "atlas": json.loads((atlas.folder / "manifest.json").read_text())["inputs"]}
+    inputs = {"kind": "pd_dti", "version": 1, "config": cfg.__dict__,
+              "atlas": json.loads((atlas.folder / "manifest.json").read_text())["inputs"]}
     template: list[PDTemplate] = []
 
     def render(subject: SubjectSpec, folder: Path) -> dict:
@@ -265,4 +267,5 @@ def make_pd_cohort(out: str | Path, cfg: PDCohortConfig = PDCohortConfig(), prog
             extra={"generator": {"module": "common.data.synthetic.pd", "config": cfg.__dict__}},
         )
 
-    return write_cohort(out, inputs, subjects, render, write_json, desc="PD DTI cohort", progress=progress, overwrite=overwrite)
+    return write_cohort(out, inputs, subjects, render, write_json, desc="PD DTI cohort", progress=progress,
+                        overwrite=overwrite)
