@@ -264,8 +264,13 @@ def test_excepthook_reports_a_chained_project_error_and_exits_2(tmp_path, debug)
     assert result.returncode == 1 and "Traceback" in result.stderr and "error:" not in result.stderr
 
 
+#: Overlays merged after train.json (``--config_file "['train.json','train_short.json']"``): settings only.
+OVERLAYS = ("train_short.json",)
+
+
 def _bundle_configs():
-    return sorted(p for p in (REPO / "bundles").glob("*/configs/*.json") if p.name != "metadata.json")
+    return sorted(p for p in (REPO / "bundles").glob("*/configs/*.json")
+                  if p.name != "metadata.json" and p.name not in OVERLAYS)
 
 
 def test_every_bundle_config_installs_the_hook_first_and_train_configs_check_settings():
@@ -273,6 +278,10 @@ def test_every_bundle_config_installs_the_hook_first_and_train_configs_check_set
     finalize); train configs check every setting they name, and each named setting exists."""
     configs = _bundle_configs()
     assert len(configs) == 12
+    for overlay in (p for p in (REPO / "bundles").glob("*/configs/*.json") if p.name in OVERLAYS):
+        # An overlay only changes settings that train.json defines (and checks): no workflow items of its own.
+        train = json.loads((overlay.parent / "train.json").read_text())
+        assert set(json.loads(overlay.read_text())) <= set(train), overlay
     for path in configs:
         config = json.loads(path.read_text())
         assert config["initialize"][0] == "$common.errors.install_excepthook()", path

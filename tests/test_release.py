@@ -11,11 +11,11 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
-import tomllib
 import torch
 from helpers import slow_cases, tiny_run
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-
-import tomllib
 
 __all__ = ["GROUPS", "REGION_TABLE_PATH", "Region", "load_region_table", "select_labels"]
 
