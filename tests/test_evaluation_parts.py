@@ -82,10 +82,11 @@ def test_pd_computing_is_pure_and_matches_the_run(space, rng, tmp_path, capsys, 
 
 
 def test_only_rank_zero_writes(space, rng, tmp_path, monkeypatch):  # noqa: F811
-    import ignite.distributed as idist
+    import torch.distributed as dist
 
     maps, groups, ref, test = cohort(rng, roi=space["rois"]["roi_a"])
-    monkeypatch.setattr(idist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)  # a rank other than 0 of a process group
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
     engine = Engine(lambda eng, batch: batch)
     handler = PDAnomalyEvaluationHandler(atlas_grid=None, reference_ids=ref, test_ids=test, out_dir=tmp_path / "out",
                                          n_slices=N_SLICES, groups=groups, n_bootstrap=50, brain=space["brain"],
@@ -97,8 +98,8 @@ def test_only_rank_zero_writes(space, rng, tmp_path, monkeypatch):  # noqa: F811
 
 
 def test_pet_settings_fail_before_any_work_and_rank_one_writes_nothing(setup, tmp_path, monkeypatch):  # noqa: F811
-    import ignite.distributed as idist
     import torch
+    import torch.distributed as dist
 
     from common.evaluation.pet import PETEvaluationSettings, PETSimulationEvaluator
 
@@ -107,7 +108,8 @@ def test_pet_settings_fail_before_any_work_and_rank_one_writes_nothing(setup, tm
     s = PETEvaluationSettings(grid=SMALL.name, degrees=(70, 10), dementias=("left", "left", "front"), fprs=(0.05, 0.01))
     assert s.degrees == (0.0, 10.0, 70.0) and s.dementias == ("left", "front") and s.fprs == (0.01, 0.05)
     assert s.mask_names == ["ad", "left", "front"] and s.normative_options == {"tail": "lower"}
-    monkeypatch.setattr(idist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)  # a rank other than 0 of a process group
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
     evaluator = PETSimulationEvaluator(torch.nn.Identity(), setup["controls"], setup["patients"], tmp_path / "pet",
                                        grid=SMALL.name, degrees=(0, 30), sweep_mask="left", dementias=("front",),
                                        masks=setup["masks"], brain=setup["brain"], progress=False,

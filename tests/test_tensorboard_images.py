@@ -82,15 +82,16 @@ def test_handler_logs_the_first_samples_of_every_epoch(tmp_path):
 
 
 def test_only_rank_zero_writes_and_zero_images_attach_nothing(tmp_path, monkeypatch):
-    import ignite.distributed as idist
+    import torch.distributed as dist
 
     batches = [torch.rand(1, 1, 8, 8)]
-    monkeypatch.setattr(idist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)  # a rank other than 0 of a process group
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
     engine = _evaluator()
     ReconstructionImageHandler(log_dir=str(tmp_path / "rank1"), n_images=2).attach(engine)
     engine.run(batches, max_epochs=1)
     assert not (tmp_path / "rank1").exists()
-    monkeypatch.setattr(idist, "get_rank", lambda: 0)
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
     engine = _evaluator()
     ReconstructionImageHandler(log_dir=str(tmp_path / "none"), n_images=0).attach(engine)
     engine.run(batches, max_epochs=1)

@@ -22,7 +22,7 @@ APP = "app"
 #: below it, never one above, lazy imports inside functions included. Every top-level module or subpackage of
 #: ``common`` is in exactly one layer (a new one must be placed here).
 LAYERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    ("foundation", ("errors", "grids", "cache", "paths", "settings"),
+    ("foundation", ("errors", "grids", "cache", "paths", "settings", "distributed"),
      "errors, grids, the cache, where things are, allowed setting values (standard library and numpy)"),
     ("atlases", ("atlases",), "template, tissue maps and ROI masks built offline"),
     ("nifti", ("nifti",), "validated NIfTI loading"),

@@ -937,7 +937,7 @@ class PETSimulationEvaluator:
         self.result: dict | None = None
 
     def run(self) -> dict:
-        import ignite.distributed as idist
+        from common.distributed import process_rank
 
         reconstruct = self.network
         if self.inferer is not None:
@@ -945,7 +945,7 @@ class PETSimulationEvaluator:
             if isinstance(network, torch.nn.Module):
                 network.eval()
             reconstruct = lambda x: inferer(x, network)  # noqa: E731
-        out_dir = self.out_dir if idist.get_rank() == 0 else None
+        out_dir = self.out_dir if process_rank() == 0 else None
         self.result = run_pet_evaluation(reconstruct, self.test_subjects, self.patients, out_dir, **self.options)
         return self.result
 

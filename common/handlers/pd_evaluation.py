@@ -14,12 +14,12 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
-import ignite.distributed as idist
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
 from common.atlases import Atlas, load_atlas
+from common.distributed import process_rank
 from common.evaluation.detection import load_ground_truth, standardise_bank
 from common.evaluation.pd import (
     TEST_CONTROLS,
@@ -200,7 +200,7 @@ class PDAnomalyEvaluationHandler:
                 logger.warning("%d control(s) both standardise the errors and set the threshold: their z-scores are "
                                "in-sample, so the threshold is optimistic", len(overlap))
             affine = self.atlas.grid.affine if self.atlas is not None else None
-            save_to = self.error_normative_dir if affine is not None and idist.get_rank() == 0 else None
+            save_to = self.error_normative_dir if affine is not None and process_rank() == 0 else None
             bank = standardise_bank(bank, self.normative_ids, robust=self.robust_scoring, save_to=save_to,
                                     affine=affine)
         truth = None
@@ -208,7 +208,7 @@ class PDAnomalyEvaluationHandler:
             wanted = set(self.test_ids) if self.test_ids is not None else set(bank.ids)
             truth = load_ground_truth([s for s in self.ground_truth_subjects if str(s["id"]) in wanted], bank,
                                       self.atlas.grid.name)
-        writer = idist.get_rank() == 0  # every rank computes its metrics; only rank 0 writes, as MetricsSaver
+        writer = process_rank() == 0  # every rank computes its metrics; only rank 0 writes, as MetricsSaver
         self.result = run_pd_evaluation(
             bank, None, self.test_ids, self.reference_ids, self.atlas, self.out_dir if writer else None,
             self.settings, showcase=self._showcase, threshold=self.threshold, roi_masks=self.roi_masks,

@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-import ignite.distributed as idist
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from monai.utils import CommonKeys
+
+from common.distributed import process_rank
 
 __all__ = ["ReconstructionImageHandler", "reconstruction_pair", "reconstruction_panel"]
 
@@ -108,7 +109,7 @@ class ReconstructionImageHandler:
         self._samples: list[tuple[np.ndarray, np.ndarray]] = []
 
     def attach(self, engine: Engine) -> None:
-        if self.n_images == 0 or idist.get_rank() != 0:
+        if self.n_images == 0 or process_rank() != 0:
             return
         engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)

@@ -120,7 +120,8 @@ class VAE3d(nn.Module):
         return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.decoder_input(z).view([z.shape[0], *self._decoder_shape]))
+        # list concatenation, not unpacking: TorchScript (MONAI's ckpt_export) cannot script [a, *b]
+        return self.decoder(self.decoder_input(z).view([z.shape[0]] + self._decoder_shape))  # noqa: RUF005
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mu, logvar = self.encode(x)
