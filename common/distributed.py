@@ -8,7 +8,7 @@ process) must not call it: rank 0 would wait forever for ranks that never call i
 
 from __future__ import annotations
 
-__all__ = ["process_rank"]
+__all__ = ["process_rank", "process_world_size"]
 
 
 def process_rank() -> int:
@@ -16,3 +16,10 @@ def process_rank() -> int:
     import torch.distributed as dist
 
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def process_world_size() -> int:
+    """The number of processes in the default process group; 1 when none is initialised."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1

@@ -9,7 +9,7 @@ must not import the application (:mod:`common.app`), which re-uses this module.
 The layout of a run (docs/architecture.md):
 
 - a **bundle root** holds ``models/`` (weights, ``train_summary.json``), ``logs/`` and ``eval/split_<i>/``; the
-  bundles' ``evaluate.json`` builds the same ``output_dir`` (``os.path.join(@bundle_root, 'eval', 'split_' +
+  bundles' ``evaluate.json`` builds the same ``output_dir`` (``os.path.join(@bundle_dir, 'eval', 'split_' +
   str(@split_index))``; a config cannot import Python helpers of the application, so it keeps its expression and
   ``tests/test_layers.py`` checks that both agree);
 - an **experiment** over control splits is ``<out>/experiments/<model>/``, one bundle root ``split_<ii>/`` per

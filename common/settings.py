@@ -108,28 +108,19 @@ def check_value(name: str, value, kind: str, optional: bool = False, option: str
         refuse()
     if isinstance(value, bool):
         refuse()
-    if kind == "int":
-        if isinstance(value, int):
-            number = value
-        elif isinstance(value, str):
-            try:
-                number = int(value.strip())
-            except ValueError:
-                refuse()
-        else:
+    cast = int if kind == "int" else float
+    accepted = (int,) if kind == "int" else (int, float)  # an int is a valid float, a float never a valid int
+    if isinstance(value, accepted):
+        number = cast(value)
+    elif isinstance(value, str):
+        try:
+            number = cast(value.strip())
+        except ValueError:
             refuse()
-    else:  # float
-        if isinstance(value, (int, float)):
-            number = float(value)
-        elif isinstance(value, str):
-            try:
-                number = float(value.strip())
-            except ValueError:
-                refuse()
-        else:
-            refuse()
-        if not math.isfinite(number):
-            refuse()
+    else:
+        refuse()
+    if kind == "float" and not math.isfinite(number):
+        refuse()
     lo, hi = RANGES.get(name, (None, None))
     if lo is not None and (number < lo or (number == lo and name in _OPEN_LOW)):
         refuse()

@@ -36,6 +36,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from common.data.slab import analysed_slab
+from common.distributed import process_rank, process_world_size
 
 __all__ = ["SiamesePairSampler"]
 
@@ -268,15 +269,13 @@ class SiamesePairSampler(IterableDataset):
     def rank(self) -> int:
         if self._rank is not None:
             return self._rank
-        dist = torch.distributed
-        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        return process_rank()
 
     @property
     def world_size(self) -> int:
         if self._world_size is not None:
             return self._world_size
-        dist = torch.distributed
-        return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        return process_world_size()
 
     # ---- randomness -----------------------------------------------------------------------------------
 

@@ -29,12 +29,11 @@ def reconstruction_pair(output) -> tuple[Sequence[torch.Tensor], Sequence[torch.
     """(inputs, reconstructions) of an evaluator's ``engine.state.output``: one dict of batch tensors
     (``decollate=False``) or a list of per-item dicts. A tuple prediction (the siamese AE's
     ``(reconstruction, codes)``) gives its first element."""
-    items = output if isinstance(output, (list, tuple)) else [output]
+    batched = not isinstance(output, (list, tuple))
     images, recons = [], []
-    for item in items:
+    for item in [output] if batched else output:
         image, pred = item[CommonKeys.IMAGE], item[CommonKeys.PRED]
         pred = pred[0] if isinstance(pred, (tuple, list)) else pred
-        batched = not isinstance(output, (list, tuple))
         images += list(image) if batched else [image]
         recons += list(pred) if batched else [pred]
     return images, recons
