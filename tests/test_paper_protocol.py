@@ -75,6 +75,9 @@ def test_scale_label_names_every_setting_below_the_papers():
     assert _scale_label("pd", "pd_sae", sae) == "reduced: pairs_per_epoch 45000 (paper 300000)"
     pet = {"n_controls": 301, "n_patients": 311, "train": 237, "val": 34, "test": 30, "epochs": 12}
     assert _scale_label("pet", "ad_vae3d", pet) == f"reduced: epochs 12 (paper {PAPER_SCALE['pet']['epochs']})"
+    short = {**pet, "epochs": 300, "batch_size": 2, "learning_rate": 1e-3}
+    expected = "reduced: batch_size 2 (paper 24), learning_rate 0.001 (paper 1e-05)"
+    assert _scale_label("pet", "ad_vae3d", short) == expected
 
 
 def test_final_checkpoint_saver_writes_the_last_epochs_weights_once(tmp_path):

@@ -251,7 +251,8 @@ def run_pd_experiment(bundle: str = "pd_ae", dataset_dir: str | None = None, out
 PAPER_SCALE = {
     "pd": {"n_controls": 56, "n_patients": 129, "splits": 10,
            "epochs": {"pd_ae": 160, "pd_sae": 30, BASELINE_NAME: None}, "pairs_per_epoch": 300000},
-    "pet": {"n_controls": 301, "n_patients": 311, "train": 237, "val": 34, "test": 30, "epochs": 300},
+    "pet": {"n_controls": 301, "n_patients": 311, "train": 237, "val": 34, "test": 30, "epochs": 300,
+            "batch_size": 24, "learning_rate": 1e-5},
 }
 
 
@@ -285,6 +286,9 @@ def _scale_label(kind: str, model: str, record: Mapping) -> str:
         below.append(f"epochs {record.get('epochs')} (paper {paper_epochs})")
     if model == "pd_sae" and record.get("pairs_per_epoch") not in (None, paper["pairs_per_epoch"]):
         below.append(f"pairs_per_epoch {record['pairs_per_epoch']} (paper {paper['pairs_per_epoch']})")
+    for key in ("batch_size", "learning_rate"):  # another schedule (ad_vae3d's short CPU recipe)
+        if key in paper and record.get(key) is not None and record[key] != paper[key]:
+            below.append(f"{key} {record[key]:g} (paper {paper[key]:g})")
     return "paper size" if not below else "reduced: " + ", ".join(below)
 
 
@@ -300,6 +304,8 @@ def write_protocol(out: Path, kind: str, model: str, protocol: str, settings: Ma
               "splits": settings.get("n_splits") if kind == "pd" else 1,
               "epochs": settings.get("epochs", config.get("epochs")),
               "pairs_per_epoch": settings.get("pairs_per_epoch", config.get("pairs_per_epoch")),
+              "batch_size": settings.get("batch_size", config.get("batch_size")),
+              "learning_rate": settings.get("learning_rate", config.get("learning_rate")),
               "reference_pool": settings.get("reference_pool"), "seed": settings.get("seed")}
     record["scale"] = _scale_label(kind, model, record)
     write_json_atomic(Path(out) / "protocol.json", record)
