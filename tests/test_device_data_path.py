@@ -101,7 +101,6 @@ def small_pet(tmp_path_factory):
 @pytest.mark.parametrize("device", ["cpu", "meta"])
 def test_vae_training_volumes_are_cached_on_the_device_as_plain_tensors(small_pet, tmp_path, device):
     from helpers import bundle_workflow
-    from monai.data import MetaTensor
     from monai.transforms import Compose, ScaleIntensityd
 
     from common.transforms import LoadPETImaged
