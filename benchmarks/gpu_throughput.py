@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import platform
 import sys
 import time
@@ -219,6 +220,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--iterations", type=int, help="steps per timed run (default 40, quick 3)")
     parser.add_argument("--rounds", type=int, help="alternating rounds, best of (default 3, quick 5)")
     parser.add_argument("--out", default="outputs/benchmarks/throughput")
+    parser.add_argument("--append", action="store_true",
+                        help="add these bundles to the figures already in --out (gpu.sh measures the PET bundle "
+                             "while the PD cohort is still being written)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     iterations = args.iterations or (3 if args.quick else 40)
@@ -232,20 +236,24 @@ def main(argv: list[str] | None = None) -> dict:
 
     from common.data.synthetic import default_cohort
 
-    pd = args.pd or default_cohort("pd", progress=False)
+    pd = args.pd if args.pd or not {"pd_ae", "pd_sae"} & set(bundles) else default_cohort("pd", progress=False)
     pet = args.pet if args.pet or "ad_vae3d" not in bundles else default_cohort("pet", progress=False)
     n_train = {"pd_ae": 2 if args.quick else 41, "pd_sae": 3 if args.quick else 41, "ad_vae3d": 2 if args.quick else 48}
     result = {"device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
               or "cpu", "torch": torch.__version__, "threads": torch.get_num_threads(), "quick": args.quick,
               "clock": "wall" if device.type == "cuda" else "process CPU time",
-              "cohorts": {"pd": str(pd), "pet": str(pet) if pet else None}, "bundles": {}}
+              "cohorts": {"pd": str(pd) if pd else None, "pet": str(pet) if pet else None}, "bundles": {}}
     print(f"device {result['device_name']}, torch {torch.__version__}, {iterations} steps x {rounds} rounds",
           flush=True)
     for bundle in bundles:
         subjects = controls(pet if bundle == "ad_vae3d" else pd, n_train[bundle])
         result["bundles"][bundle] = bundle_rows(bundle, subjects, device, args.quick, iterations, rounds)
     out = Path(args.out)
+    if args.append and (out / "throughput.json").is_file():
+        earlier = json.loads((out / "throughput.json").read_text())
+        result["bundles"] = {**earlier["bundles"], **result["bundles"]}
+        result["cohorts"] = {k: v or earlier["cohorts"].get(k) for k, v in result["cohorts"].items()}
     write_json_atomic(out / "throughput.json", result)
     table = markdown(result)
     write_text_atomic(out / "throughput.md", table)

@@ -54,3 +54,26 @@ def test_amp_is_offered_on_cuda_only_and_bad_arguments_stop_before_work(tmp_path
         with pytest.raises(SystemExit, match="no CUDA device"):
             gpu_throughput.main(["--device", "cuda", "--out", str(tmp_path)])
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_protocol_epochs_fit_the_time_left_and_the_report_names_each_run(tmp_path):
+    import gpu_protocol
+
+    # 1000 items/s, epochs of 2000 items costing 1.25x their steps: (300 - 50) s -> 250 * 1000 / 2500 = 100 epochs
+    assert gpu_protocol.epochs_that_fit(1000.0, 2000, 300, fixed_s=50, overhead=0.25) == 100
+    assert gpu_protocol.epochs_that_fit(1000.0, 2000, 300, fixed_s=50, overhead=0.25, paper_epochs=30) == 30
+    assert gpu_protocol.epochs_that_fit(1.0, 2000, 10, fixed_s=50) == 1  # never 0: one epoch at least
+    with pytest.raises(ValueError, match="positive"):
+        gpu_protocol.epochs_that_fit(0.0, 2000, 300)
+    figures = {"bundles": {"pd_ae": {"rows": [{"amp": False, "status": "ok", "end_to_end_per_s": 820.0},
+                                               {"amp": True, "status": "ok", "end_to_end_per_s": 1640.0}]}}}
+    assert gpu_protocol.training_rate(figures, "pd_ae") == 820.0  # the bundles train without AMP
+    runs = [{"bundle": "pd_ae", "epochs": 12, "epoch_items": 1640, "wall_s": 151.2, "exit_code": 0},
+            {"bundle": "ad_vae3d", "epochs": 3, "epoch_items": 40, "wall_s": 60.0, "exit_code": 124},
+            {"bundle": "pd_sae", "epochs": 0, "epoch_items": 300000, "wall_s": 0, "exit_code": -1}]
+    gpu_protocol.report(runs, tmp_path)
+    assert json.loads((tmp_path / "protocol.json").read_text()) == {"runs": runs}
+    table = (tmp_path / "protocol.md").read_text().splitlines()
+    assert table[2] == "| pd_ae | 12 | 160 | 1,640 slices | 151 | done |"
+    assert table[3] == "| ad_vae3d | 3 | 300 | 40 volumes | 60 | stopped at its time budget |"
+    assert table[4].endswith("| skipped: no time left |")
