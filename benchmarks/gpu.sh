@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The GPU check of issue 12 in one call, inside ~9 minutes (GPU_BUDGET_S, default 540 s):
 #   1. installs the wheels carried in .whl/ (benchmarks/gpu_wheels.sh made them), builds the atlases, a paper-size
-#      synthetic PD cohort (56 controls, 129 patients) and a PET cohort of 48 CN + 8 AD;
+#      synthetic PD cohort (56 controls, 129 patients) and a PET cohort of 40 CN + 4 AD;
 #   2. measures each bundle's training throughput with and without AMP and the data path's efficiency
 #      (benchmarks/gpu_throughput.py: throughput.json, throughput.md);
-#   3. runs as much of the paper protocols as the time left allows, each under a hard time limit: one PD split of
-#      pd_ae, then of pd_sae, then ad_vae3d's training + simulation-based evaluation, with the epochs that fit at
-#      the measured rates (benchmarks/gpu_protocol.py: protocol.json, protocol.md, and the runs' own summaries).
+#   3. runs as much of the paper protocols as the time left allows, each under a hard time limit: ad_vae3d's
+#      training + simulation-based evaluation, then one --paper PD split of pd_ae and of pd_sae, with the epochs
+#      that fit at the measured rates (benchmarks/gpu_protocol.py: protocol.json, protocol.md, the runs' summaries).
 # Results (8 files at most, none deeper than the folder) go to $1, else $OUT (the device tool's folder), else
 # outputs/gpu; gpu.log holds everything printed.
 #
@@ -34,8 +34,9 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export BRAIN_ANOMALY_CACHE=${BRAIN_ANOMALY_CACHE:-$WORK/cache}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python3 -c "import torch, monai, ignite, nibabel, nilearn; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
-'monai', monai.__version__, 'ignite', ignite.__version__, 'nibabel', nibabel.__version__, 'nilearn', nilearn.__version__)" || exit 1
+python3 -c "import torch, monai, ignite, nibabel, nilearn; print('torch', torch.__version__,
+'cuda', torch.cuda.is_available(), 'monai', monai.__version__, 'ignite', ignite.__version__,
+'nibabel', nibabel.__version__, 'nilearn', nilearn.__version__)" || exit 1
 
 step "atlases"
 timeout 150 python3 -m common atlas --grid all --quiet true || exit 1
@@ -51,7 +52,8 @@ timeout 120 python3 -m common synth pet --out "$WORK/pet" ${GPU_PET_SYNTH:---n_c
 
 step "ad_vae3d training throughput, AMP off and on ($(left) s left)"
 timeout $(($(left) / 3)) python3 benchmarks/gpu_throughput.py --device "$DEVICE" --bundles ad_vae3d \
-    --pet "$WORK/pet/dataset.json" --out "$RESULTS" ${GPU_THROUGHPUT_ARGS:-} || echo "ad_vae3d throughput: failed"
+    --pet "$WORK/pet/dataset.json" --out "$RESULTS" ${GPU_THROUGHPUT_ARGS:-} \
+    || echo "ad_vae3d throughput: failed"
 RUNS="$WORK/runs.jsonl"
 : > "$RUNS"
 # run_protocol BUNDLE SECONDS FIXED_S EPOCH_ITEMS COMMAND...: the epochs that fit, then the command under a hard limit
@@ -59,7 +61,8 @@ run_protocol() {
     local bundle=$1 seconds=$2 fixed=$3 items=$4 epochs rc t0
     shift 4
     if [ "$seconds" -lt 30 ]; then
-        echo "{\"bundle\": \"$bundle\", \"epochs\": 0, \"epoch_items\": $items, \"wall_s\": 0, \"exit_code\": -1}" >> "$RUNS"
+        printf '{"bundle": "%s", "epochs": 0, "epoch_items": %s, "wall_s": 0, "exit_code": -1}\n' "$bundle" "$items" \
+            >> "$RUNS"
         return
     fi
     epochs=$(python3 benchmarks/gpu_protocol.py epochs --throughput "$RESULTS/throughput.json" --bundle "$bundle" \
@@ -68,7 +71,8 @@ run_protocol() {
     t0=$SECONDS
     timeout -k 5 "$seconds" "$@" --epochs "$epochs"
     rc=$?
-    echo "{\"bundle\": \"$bundle\", \"epochs\": $epochs, \"epoch_items\": $items, \"wall_s\": $((SECONDS - t0)), \"exit_code\": $rc}" >> "$RUNS"
+    printf '{"bundle": "%s", "epochs": %s, "epoch_items": %s, "wall_s": %s, "exit_code": %s}\n' \
+        "$bundle" "$epochs" "$items" $((SECONDS - t0)) "$rc" >> "$RUNS"
 }
 # epoch sizes: the VAE at most 40 volumes, pd_ae at most 41 training controls x 40 slices, pd_sae the paper's
 # 300,000 pairs; fixed costs (loading, the evaluation of the split) are guesses the first run will correct
@@ -84,11 +88,11 @@ if [ $rc -eq 0 ]; then
     timeout $(($(left) / 3)) python3 benchmarks/gpu_throughput.py --device "$DEVICE" --bundles pd_ae,pd_sae \
         --pd "$WORK/pd/dataset.json" --out "$RESULTS" --append ${GPU_THROUGHPUT_ARGS:-} || echo "PD throughput: failed"
     L=$(($(left) - 20)); run_protocol pd_ae $((L * 4 / 10)) 60 1640 \
-        python3 -m common experiment pd --bundle pd_ae --splits 1 --dataset_dir "$WORK/pd" --out "$WORK/exp/pd_ae" \
-        --progress false
+        python3 -m common experiment pd --paper true --bundle pd_ae --splits 1 --dataset_dir "$WORK/pd" \
+        --out "$WORK/exp/pd_ae" --progress false
     L=$(($(left) - 15)); run_protocol pd_sae "$L" 60 300000 \
-        python3 -m common experiment pd --bundle pd_sae --splits 1 --dataset_dir "$WORK/pd" --out "$WORK/exp/pd_sae" \
-        --progress false
+        python3 -m common experiment pd --paper true --bundle pd_sae --splits 1 --dataset_dir "$WORK/pd" \
+        --out "$WORK/exp/pd_sae" --progress false
 else
     echo "the PD cohort was not written in time (exit $rc): no PD figures"
 fi
@@ -96,8 +100,10 @@ fi
 step "results"
 python3 benchmarks/gpu_protocol.py report --runs "$RUNS" --out "$RESULTS"
 for bundle in pd_ae pd_sae; do
-    [ -f "$WORK/exp/$bundle/split_aggregates.json" ] && cp "$WORK/exp/$bundle/split_aggregates.json" "$RESULTS/${bundle}_split_aggregates.json"
+    f="$WORK/exp/$bundle/split_aggregates.json"
+    [ -f "$f" ] && cp "$f" "$RESULTS/${bundle}_split_aggregates.json"
 done
-[ -f "$WORK/exp/ad_vae3d/split_00/eval/split_0/summary.json" ] && cp "$WORK/exp/ad_vae3d/split_00/eval/split_0/summary.json" "$RESULTS/ad_vae3d_summary.json"
+f="$WORK/exp/ad_vae3d/split_00/eval/split_0/summary.json"
+[ -f "$f" ] && cp "$f" "$RESULTS/ad_vae3d_summary.json"
 step "done"
 ls -l "$RESULTS"
