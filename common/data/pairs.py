@@ -20,6 +20,11 @@ precomputed tables. The gather is memory-bound (random rows of a ~90 MiB store f
 ``benchmarks/pd_sae_sampler.py`` measures it on one core at hundreds of times a MONAI ``SpatialCrop`` loop
 and about 100 times the SAE's own training step, so it never limits training.
 
+On a GPU (``device``): the same store is held once as a flat torch tensor on the device and a batch is one
+torch gather of every float of every patch (``flat[corner[:, None] + element_offset]``) there, so a training
+step copies nothing from the host: an epoch's draws are made at its start (the same numpy stream, in the same
+order, so the pairs are those of the host path) and their corner offsets moved to the device in one copy.
+
 Randomness: ``sample(n, rng)`` draws from the numpy ``Generator`` it is given. An epoch of :meth:`__iter__`
 draws from its own stream, ``SeedSequence(seed, spawn_key=(epoch, rank))``: deterministic for a seed,
 different for every epoch and every distributed rank, independent of the number of DataLoader workers.
@@ -89,6 +94,9 @@ class SiamesePairSampler(IterableDataset):
             and values; ``.view`` on them fails, ``.reshape``/``.flatten`` work). Gathers about 1.4 times
             faster, and the SAE's CPU training step runs about 1.5 times faster on such batches (oneDNN's
             NHWC convolutions; same loss), so pd_sae can set it: its network and loss only use ``flatten``.
+        device: keep the store on this torch device and gather there with torch (a GPU's training batches are
+            made where the network runs, no per-step host copy); ``None`` (default) keeps it in host memory and
+            gathers with numpy, the fastest path on a CPU. Batches are the same either way.
         rank, world_size: distributed rank and number of ranks; both ``None`` (default) reads them from
             ``torch.distributed`` at iteration time when it is initialised, else 0 and 1.
         transform: dictionary transform that loads one entry (its ``image`` becomes the ``(C, X, Y, Z)``
@@ -111,6 +119,7 @@ class SiamesePairSampler(IterableDataset):
         volumes: np.ndarray | torch.Tensor | None = None,
         mask: np.ndarray | torch.Tensor | None = None,
         channels_last: bool = False,
+        device: str | torch.device | None = None,
         rank: int | None = None,
         world_size: int | None = None,
         transform: Any = None,
@@ -133,6 +142,7 @@ class SiamesePairSampler(IterableDataset):
         self.pairs_per_epoch = int(pairs_per_epoch)
         self.batch_size = int(batch_size)
         self.channels_last = bool(channels_last)
+        self.device = None if device is None else torch.device(device)
         self._rank, self._world_size = (None, None) if rank is None else (int(rank), int(world_size))
         self.epoch = 0
         self.set_random_state(seed=seed)
@@ -176,7 +186,7 @@ class SiamesePairSampler(IterableDataset):
         xs, ys, zs = np.nonzero(in_slab)
         x0, y0 = int(xs.min()) - h, int(ys.min()) - h  # grid coordinates of the stored box's origin
         nx, ny = int(xs.max()) - x0 + h + 1, int(ys.max()) - y0 + h + 1
-        n_channels = len(modalities)
+        n_channels = self._n_channels = len(modalities)
         s = self.slab.stop - self.slab.start
         shape = (n, s, nx, ny, n_channels) if self.channels_last else (n, s, n_channels, nx, ny)
         self._store = np.zeros(shape, np.float32)  # zeros: the padding beyond the volume
@@ -219,11 +229,20 @@ class SiamesePairSampler(IterableDataset):
         else:  # a patch is C * P rows of P contiguous floats, channel by channel
             self._row_len, row_offset = p, (np.arange(n_channels)[:, None] * st_c + np.arange(p) * st_x).ravel()
         self._row_offset = row_offset.astype(np.int64)
+        self._flat = None
+        if self.device is not None:  # every float of a patch, in the order the host path's rows give them
+            self._element_offset = torch.from_numpy(
+                (self._row_offset[:, None] + np.arange(self._row_len)).ravel()).to(self.device)
+            self._flat = torch.from_numpy(self._store.reshape(-1)).to(self.device)
+            self._store = None  # the device holds it now
         self._make_rows()
 
     def _make_rows(self) -> None:
         """The gather's view: one item per possible row start, a row of floats seen as one opaque (void) element
-        so numpy copies it as a block. Items overlap (stride one float); nothing is copied."""
+        so numpy copies it as a block. Items overlap (stride one float); nothing is copied. Host path only."""
+        if self._store is None:
+            self._rows = None
+            return
         flat = self._store.reshape(-1)
         self._rows = np.ndarray((flat.size - self._row_len + 1,), np.dtype((np.void, self._row_len * flat.itemsize)),
                                 buffer=flat, strides=(flat.itemsize,))
@@ -246,7 +265,7 @@ class SiamesePairSampler(IterableDataset):
 
     @property
     def n_channels(self) -> int:
-        return self._store.shape[-1] if self.channels_last else self._store.shape[2]
+        return self._n_channels
 
     @property
     def n_centres(self) -> int:
@@ -262,7 +281,9 @@ class SiamesePairSampler(IterableDataset):
 
     @property
     def nbytes(self) -> int:
-        """Memory held by the stored slabs."""
+        """Memory held by the stored slabs (on the host, or on ``device``)."""
+        if self._flat is not None:
+            return self._flat.element_size() * self._flat.nelement()
         return self._store.nbytes
 
     @property
@@ -322,10 +343,15 @@ class SiamesePairSampler(IterableDataset):
         second = (first + rng.integers(1, self.n_subjects, n_pairs)) % self.n_subjects
         return centre, first, second
 
-    def _gather(self, offsets: np.ndarray) -> torch.Tensor:
-        """(k, C, P, P) patches whose corners are at the flat ``offsets`` of the store: one numpy copy."""
-        rows = self._rows[(offsets[:, None] + self._row_offset).ravel()]  # every row of every patch, as blocks
-        patches = torch.from_numpy(rows.view(np.float32))
+    def _gather(self, offsets: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(k, C, P, P) patches whose corners are at the flat ``offsets`` of the store: one numpy copy, or one
+        torch gather on ``device``."""
+        if self._flat is not None:
+            offsets = torch.as_tensor(offsets).to(self.device)
+            patches = self._flat[offsets[:, None] + self._element_offset]
+        else:
+            rows = self._rows[(offsets[:, None] + self._row_offset).ravel()]  # every row of every patch, as blocks
+            patches = torch.from_numpy(rows.view(np.float32))
         p, c = self.patch_size, self.n_channels
         if self.channels_last:
             return patches.view(len(offsets), p, p, c).permute(0, 3, 1, 2)
@@ -382,7 +408,24 @@ class SiamesePairSampler(IterableDataset):
         rng = self.epoch_rng(epoch)
         worker = get_worker_info()
         worker_id, n_workers = (0, 1) if worker is None else (worker.id, worker.num_workers)
+        if self._flat is not None:
+            yield from self._device_batches(rng, worker_id, n_workers)
+            return
         for b in range(len(self)):
             drawn = self._draw(self.batch_size, rng)
             if b % n_workers == worker_id:
                 yield {"image": self._batch(*drawn)}
+
+    def _device_batches(self, rng: np.random.Generator, worker_id: int, n_workers: int):
+        """The device path of :meth:`batches`: the epoch's draws first (the same stream and order), their corner
+        offsets moved to the device in one copy, then one gather a batch with nothing from the host."""
+        drawn = [self._draw(self.batch_size, rng) for _ in range(len(self))]
+        mine = [d for b, d in enumerate(drawn) if b % n_workers == worker_id]
+        if not mine:
+            return
+        centre, first, second = (np.stack(part) for part in zip(*mine))  # (B, n) each
+        corner = self._voxel_offset[centre]
+        offsets = np.concatenate([self._subject_offset[first] + corner, self._subject_offset[second] + corner], 1)
+        offsets = torch.from_numpy(offsets).to(self.device)  # (B, 2n)
+        for row in offsets:
+            yield {"image": self._gather(row)}

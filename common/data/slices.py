@@ -2,6 +2,8 @@
 
 All volumes are read (and validated) once at construction, in two threads; only the slab's slices are
 kept, as one contiguous (N * S, C, X, Y) tensor, so an epoch never touches a file and a batch is a gather.
+With ``device`` (a GPU) that tensor lives there: items are views of it and the DataLoader's collation stacks
+them on the device, so a training step copies nothing from the host.
 """
 
 from __future__ import annotations
@@ -35,10 +37,13 @@ class AxialSliceDataset(Dataset):
         transform: dictionary transform that loads one entry (its ``image`` becomes the ``(C, X, Y, Z)``
             volume), as MONAI's ``Dataset(data, transform)``: the bundle's ``train#preprocessing``. Default:
             :class:`~common.transforms.LoadValidatedImage` of ``grid`` and ``modalities`` on ``image``.
+        device: torch device the slices are held on (moved once, after loading); ``None`` keeps them on the
+            host. With a GPU device the DataLoader needs ``pin_memory=False`` (device tensors cannot be pinned).
     """
 
     def __init__(self, data: Sequence[dict], grid: str = "spm1p5", modalities: Sequence[str] = ("FA", "MD"),
-                 n_slices: int = 40, num_threads: int = 2, progress: bool = True, transform=None):
+                 n_slices: int = 40, num_threads: int = 2, progress: bool = True, transform=None,
+                 device: str | torch.device | None = None):
         subjects = data
         if not subjects:
             raise ValueError("AxialSliceDataset needs at least one subject")
@@ -50,6 +55,8 @@ class AxialSliceDataset(Dataset):
         chunks = load_subject_volumes(subjects, self.grid, modalities, slab_slices, num_threads, progress,
                                       transform=transform)
         self.slices = torch.cat(chunks)
+        if device is not None:
+            self.slices = self.slices.to(device)
         n = self.slab.stop - self.slab.start
         self.ids = [s["id"] for s in subjects for _ in range(n)]
         self.z = [z for _ in subjects for z in range(self.slab.start, self.slab.stop)]
