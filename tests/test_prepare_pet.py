@@ -233,6 +233,9 @@ def test_suvr_divides_by_the_reference_mean_and_refuses_an_uncovered_region():
     out, mean = P.suvr(volume, reference)
     assert mean == pytest.approx(2.5)
     np.testing.assert_allclose(out, volume / 2.5)
+    volume[1, 2, 3] = -5.0  # noise below zero: clipped, the reference mean unchanged
+    out, mean = P.suvr(volume, reference)
+    assert mean == pytest.approx(2.5) and out[1, 2, 3] == 0 and out.min() == 0
     volume[0, 0, :2] = 0  # half the region outside the field of view
     with pytest.raises(InputDataError, match=r"sub-x_pet.nii.gz: the registered PET covers 50 % of the SUVR ref"):
         P.suvr(volume, reference, "sub-x_pet.nii.gz")

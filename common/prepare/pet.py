@@ -11,7 +11,8 @@ Per subject, following Clinica's ``pet-linear`` with linear registrations only:
    or affine PET -> the project's FDG uptake template when there is no T1w, at ``registration_mm`` (2 mm: an 8 mm
    FWHM image needs no finer). The registrations only estimate matrices: the PET is resampled once, straight from
    its native grid onto the 1 mm ``clinica_pet_linear`` grid (:func:`resample`);
-4. SUVR by the mean uptake in cerebellum + pons (:func:`suvr`), the reference region of the synthetic PET cohort;
+4. SUVR by the mean uptake in cerebellum + pons (:func:`suvr`), the reference region of the synthetic PET cohort,
+   negative voxels set to 0;
 5. the reduction onto clinicadl2 the bundles apply to a pet-linear image (:class:`ReducePETLinear`, resample mode);
 6. the registration's own check: the Dice of the PET's brain mask (:func:`brain_mask`) with the template brain
    (:func:`~common.prepare.registration.require_alignment`); below ``min_dice`` the subject fails, nothing written.
@@ -323,15 +324,16 @@ def mni_to_pet(pet: np.ndarray, pet_affine: np.ndarray, t1w: np.ndarray | None =
 
 
 def suvr(volume: np.ndarray, reference: np.ndarray, path=None) -> tuple[np.ndarray, float]:
-    """The volume divided by its mean in the reference mask (cerebellum + pons); an InputDataError naming ``path``
-    when the registered PET does not cover the region (field of view, failed registration)."""
+    """The volume divided by its mean in the reference mask (cerebellum + pons), negative voxels (noise, filtered
+    back-projection) set to 0 as the PET range of the bundles requires; an InputDataError naming ``path`` when the
+    registered PET does not cover the region (field of view, failed registration)."""
     values = volume[reference]
     covered = float(np.mean(values > 0)) if values.size else 0.0
     mean = float(values.mean()) if values.size else 0.0
     if covered < 0.9 or mean <= 0:
         raise InputDataError(path, f"the registered PET covers {100 * covered:.0f} % of the SUVR reference region "
                                    "(cerebellum + pons): the field of view misses it or the registration failed")
-    return (volume / mean).astype(np.float32), mean
+    return np.clip(volume / mean, 0, None).astype(np.float32), mean
 
 
 def process_pet(scan, options: PrepareOptions | None = None, seed: int = 0) -> dict:
