@@ -53,6 +53,9 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "max_embedded_mb": (0, None),
     "alpha": (0, None),
     "beta": (0, None),
+    "workers": (1, None),
+    "registration_mm": (1, 6),
+    "min_dice": (0, 1),
 }
 # Kinds of bundle settings checked by ``common.bundle_support.check_settings`` ('int' unless listed here); the
 # command-line flags take theirs from the annotations.

@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("data", ("data",), "dataset.json, splits, datasets and samplers, synthetic cohorts, atomic JSON/text writers"),
     ("models", ("networks", "losses", "metrics", "normative", "visualize"),
      "networks, losses, metrics, the normative baseline model, figures"),
+    ("preparation", ("prepare",), "BIDS DWI and PET onto the bundles' grids: registration, tensor fit, SUVR, QC"),
     ("workflows", ("inferers", "engines"), "patch inference, trainers and their schedules"),
     ("evaluation", ("evaluation",), "the evaluation pipelines the bundles' handlers call"),
     ("bundle glue", ("handlers", "bundle_support"), "Ignite handlers and the helpers the configs call"),

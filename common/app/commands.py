@@ -8,6 +8,7 @@ Commands:
   experiment  train + evaluate a bundle over splits:            python -m common experiment pd --bundle pd_ae
               (ad_vae3d + the PET simulation-based evaluation:     python -m common experiment pet --epochs 5)
   benchmark   detection ladder, every model beside the baseline: python -m common benchmark detection --quick
+  prepare   BIDS DWI / FDG PET onto the bundles' grids:         python -m common prepare dti BIDS_DIR --out DIR
   demo      the README's main job on the embedded synthetic data: python -m common demo
   release   reproducible, self-contained bundle zips:             python -m common release --out dist
 
@@ -310,6 +311,56 @@ def _commands() -> dict:
             settings = LadderSettings.quick(**overrides) if quick else LadderSettings(**overrides)
             run_detection_benchmark(out, settings, progress=progress)
 
+    class PrepareCommands:
+        """BIDS scans onto the bundles' grids, one folder per subject, resumable; writes OUT/dataset.json."""
+
+        def dti(self, bids_dir: str, out: str, workers: int = 1, progress: bool = True,
+                default_group: str | None = None, registration_mm: float = 2.0, min_dice: float = 0.85,
+                use_t1w: bool = True):
+            """DWI -> brain mask, dipy tensor fit (WLS), FA and MD on spm1p5 (MD / 3.5e-3 mm^2/s), QC figure.
+
+            Registration to the ICBM152 template with ANTsPy SyN, through the T1w when there is one. No eddy-current,
+            motion or susceptibility-distortion correction (docs/prepare.md).
+
+            Args:
+                bids_dir: the BIDS dataset (sub-*/[ses-*/]dwi/*_dwi.nii.gz with .bval and .bvec)
+                out: output folder (one folder per subject + dataset.json); done subjects are skipped
+                workers: subjects prepared in parallel processes
+                progress: show a progress bar
+                default_group: group (control or patient) of subjects participants.tsv gives none
+                registration_mm: resolution of the template the registration runs at (mm)
+                min_dice: brain-mask Dice with the template below which a registration counts as failed
+                use_t1w: register through the subject's T1w when present
+            """
+            from common.app.prepare_commands import prepare_command
+            from common.prepare.runner import PrepareOptions
+
+            options = PrepareOptions(registration_mm=registration_mm, min_dice=min_dice, use_t1w=use_t1w)
+            prepare_command("dti", bids_dir, out, workers=workers, progress=progress, default_group=default_group,
+                            options=options)
+
+        def pet(self, bids_dir: str, out: str, workers: int = 1, progress: bool = True,
+                default_group: str | None = None, registration_mm: float = 2.0, min_dice: float = 0.85,
+                use_t1w: bool = True):
+            """FDG PET -> frame average, registration to the template, SUVR (cerebellum + pons), clinicadl2, QC figure.
+
+            Args:
+                bids_dir: the BIDS dataset (sub-*/[ses-*/]pet/*_pet.nii.gz with its .json sidecar)
+                out: output folder (one folder per subject + dataset.json); done subjects are skipped
+                workers: subjects prepared in parallel processes
+                progress: show a progress bar
+                default_group: group (control or patient) of subjects participants.tsv gives none
+                registration_mm: resolution of the template the registration runs at (mm)
+                min_dice: brain-mask Dice with the template below which a registration counts as failed
+                use_t1w: register through the subject's T1w when present
+            """
+            from common.app.prepare_commands import prepare_command
+            from common.prepare.runner import PrepareOptions
+
+            options = PrepareOptions(registration_mm=registration_mm, min_dice=min_dice, use_t1w=use_t1w)
+            prepare_command("pet", bids_dir, out, workers=workers, progress=progress, default_group=default_group,
+                            options=options)
+
     def release(bundles: str | None = None, out: str = "dist", max_embedded_mb: float = 50.0,
                 weights_base_url: str | None = None, bundles_dir: str | None = None, verify: str | None = None,
                 sha256: str | None = None):
@@ -337,7 +388,8 @@ def _commands() -> dict:
                        weights_base_url=weights_base_url)
 
     return {"atlas": atlas, "synth": SynthCommands, "validate": validate, "splits": splits,
-            "experiment": ExperimentCommands, "benchmark": BenchmarkCommands, "demo": demo, "release": release}
+            "experiment": ExperimentCommands, "benchmark": BenchmarkCommands, "prepare": PrepareCommands, "demo": demo,
+            "release": release}
 
 
 def main(argv: list[str] | None = None):
