@@ -83,8 +83,8 @@ def read_gradients(scan: BidsScan, n_volumes: int) -> tuple[np.ndarray, np.ndarr
     weighted = bvals > B0_THRESHOLD
     if (norms[weighted] < 0.5).any():
         raise InputDataError(bvec_path, "a diffusion-weighted volume has a zero gradient direction")
-    unique = np.unique(np.round(bvecs[weighted] / norms[weighted, None], 3) * np.sign(bvecs[weighted, :1] + 1e-9),
-                       axis=0)
+    unit = bvecs[weighted] / norms[weighted, None]
+    unique = np.unique(np.round(unit * np.where(unit[:, :1] < 0, -1.0, 1.0), 3), axis=0)  # g and -g: one direction
     if len(unique) < MIN_DIRECTIONS:
         raise InputDataError(bvec_path, f"{len(unique)} distinct gradient directions: a tensor fit needs at least "
                                         f"{MIN_DIRECTIONS}")
