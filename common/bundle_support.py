@@ -255,19 +255,26 @@ def write_training_summary(trainer, evaluator, out_dir: str | os.PathLike) -> Pa
         loss = loss.get("loss")
     if hasattr(loss, "detach"):
         loss = loss.detach().float().item()
-    best = None if evaluator.state.best_metric_epoch < 0 else float(evaluator.state.best_metric)
+    validated = evaluator is not None and evaluator.state.best_metric_epoch >= 0
+    best = float(evaluator.state.best_metric) if validated else None
     summary = {
         "epochs": int(trainer.state.epoch),
         "iterations": int(trainer.state.iteration),
         "final_train_loss": None if loss is None or not math.isfinite(loss) else float(loss),
         "best_val_metric": None if best is None or not math.isfinite(best) else best,
-        "best_val_epoch": int(evaluator.state.best_metric_epoch),
-        "key_metric": evaluator.state.key_metric_name,
+        "best_val_epoch": int(evaluator.state.best_metric_epoch) if validated else -1,
+        "key_metric": evaluator.state.key_metric_name if evaluator is not None else None,
+        # which weights model.pt holds: the best validation epoch's, or (no validation controls) the last epoch's
+        "model_epoch": int(evaluator.state.best_metric_epoch) if validated else int(trainer.state.epoch),
+        "model_selection": "best validation epoch" if validated else "final epoch (no validation)",
     }
     path = write_json_atomic(out / "train_summary.json", summary)
     (out / PREVIOUS_SUMMARY).unlink(missing_ok=True)  # the run it described is replaced now
-    print(f"training done: best {summary['key_metric']} {summary['best_val_metric']} at epoch "
-          f"{summary['best_val_epoch']} -> {out / 'model.pt'}")
+    if validated:
+        print(f"training done: best {summary['key_metric']} {summary['best_val_metric']} at epoch "
+              f"{summary['best_val_epoch']} -> {out / 'model.pt'}")
+    else:
+        print(f"training done: no validation, final weights of epoch {summary['model_epoch']} -> {out / 'model.pt'}")
     return path
 
 

@@ -9,6 +9,7 @@ native image of a subject is exactly the template-space truth moved by the motio
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from common.data.synthetic.deform import smooth_random_fields
+from common.errors import InputDataError
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class Motion:
         """The warp u (3, X, Y, Z) in mm on a native grid of ``shape`` and ``voxel_mm``."""
         if self.warp_mm == 0:
             return np.zeros((3, *shape), np.float32)
+        from common.data.synthetic.deform import smooth_random_fields  # torch: imported only when a warp is drawn
+
         rng = np.random.default_rng([self.seed, 7])
         return smooth_random_fields(rng, shape, voxel_mm, 3, self.correlation_mm) * np.float32(self.warp_mm)
 
@@ -114,7 +117,8 @@ def simulate_dwi(fa: np.ndarray, md_mm2_s: np.ndarray, s0: np.ndarray, bvals: np
     from dipy.sims.voxel import single_tensor
 
     rng = np.random.default_rng([seed, 5])
-    directions = smooth_random_fields(rng, fa.shape, 2.0, 3, 20.0).reshape(3, -1).T
+    noise = rng.standard_normal((3, *fa.shape)).astype(np.float32)
+    directions = np.stack([ndimage.gaussian_filter(n, 3.0, mode="wrap") for n in noise]).reshape(3, -1).T
     directions /= np.linalg.norm(directions, axis=1, keepdims=True) + 1e-12
     gtab = dipy_gtab(bvals, bvecs=bvecs)
     evals = eigenvalues(fa.reshape(-1), np.maximum(md_mm2_s.reshape(-1), 0.0))
@@ -165,7 +169,9 @@ def dwi_phantom(seed: int = 0, voxel_mm: float = 2.0, shape=(84, 100, 80), snr: 
     from common.nifti import MD_MAX_MM2_PER_S
 
     atlas = load_atlas("spm1p5")
-    cfg = PDCohortConfig(n_controls=1, n_patients=0, seed=seed)
+    # no residual misregistration of the cohort's own (deformation_mm=0): the subject's anatomy is the atlas's, so
+    # the atlas's landmarks moved by the known motion are the truth the registration must recover
+    cfg = PDCohortConfig(n_controls=1, n_patients=0, seed=seed, deformation_mm=0.0)
     maps = render_pd_subject(PDTemplate(atlas), cfg, SubjectSpec(0, "sub-0001", "control", 61.0, "F"))
     brain = (atlas.brain > 0.5).astype(np.float32)
     fa, md = maps["FA"] * brain, maps["MD"] * brain
@@ -233,3 +239,15 @@ def write_participants(root: str | Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+# ---------------------------------------------------------------------------------------------- runner tests
+
+
+def fake_pipeline(scan, tmp: Path, base: dict, options) -> dict:
+    """A pipeline for the runner's tests, cheap and importable by worker processes: writes one file, then fails
+    for a subject whose image name contains ``fail`` (after writing, so a half-written folder would show)."""
+    (tmp / f"{scan.key}_out.txt").write_text(scan.image.name)
+    if "fail" in scan.image.name:
+        raise InputDataError(scan.image, "made to fail")
+    return {**base, "image": [f"{scan.key}/{scan.key}_out.txt"], "pid": os.getpid()}

@@ -150,48 +150,63 @@ def _commands() -> dict:
         """Train and evaluate a bundle over seeded control splits, then aggregate (the papers' protocols)."""
 
         def pd(self, bundle: str = "pd_ae", dataset_dir: str | None = None, out: str | None = None,
-               splits: int = 10, seed: int = 0, n_val: int = 3, epochs: int | None = None, progress: bool = True,
-               n_calib: int = 4, reference_pool: str = "calib", scoring: str | None = None,
-               overwrite: bool = False):
+               splits: int | None = None, seed: int = 0, n_val: int | None = None, epochs: int | None = None,
+               progress: bool = True, n_calib: int | None = None, reference_pool: str | None = None,
+               scoring: str | None = None, overwrite: bool = False, paper: bool = False, exact_split: bool = False,
+               pairs_per_epoch: int | None = None):
             """PD protocol: per split train a bundle, evaluate per ROI; mean +- sd over splits. Resumable.
 
             A killed run resumes: finished splits are reused when their data and settings are unchanged, else
-            refused (--overwrite true recomputes them from scratch).
+            refused (--overwrite true recomputes them from scratch). --paper true runs the paper's protocol at its
+            size (56 controls / 129 patients, 10 splits, 15 test controls, the paper's epochs); --splits or
+            --epochs with it run a reduced scale, labelled in OUT/protocol.json.
 
             Args:
                 bundle: pd_ae, pd_sae or normative (the voxel-wise z-score baseline, fitted instead of trained)
-                dataset_dir: folder of the cohort's dataset.json (None: the embedded synthetic PD cohort)
+                dataset_dir: folder of the cohort's dataset.json (None: the embedded synthetic PD cohort, or the
+                    paper-size one with --paper)
                 out: output folder (None: outputs/experiments/BUNDLE)
-                splits: number of seeded control splits to train and evaluate
+                splits: number of seeded control splits to train and evaluate (None: 10)
                 seed: random seed of the splits and the training
-                n_val: validation controls per split
-                epochs: training epochs (None: the bundle's schedule)
+                n_val: validation controls per split (None: 3)
+                epochs: training epochs (None: the bundle's schedule, the paper's)
                 progress: show progress bars
-                n_calib: calibration controls per split (never trained on) that set the thresholds
-                reference_pool: controls whose errors set the thresholds: calib, or train (the paper's pool)
+                n_calib: calibration controls per split (never trained on) that set the thresholds (None: 4; 6
+                    with --paper)
+                reference_pool: controls whose errors set the thresholds: calib (default), or train (the paper's)
                 scoring: zscore (error maps standardised against the controls' errors) or raw (None: the bundle's)
                 overwrite: recompute splits made from other data or settings instead of refusing
+                paper: the paper's protocol at its size (paper-size synthetic cohort unless --dataset_dir)
+                exact_split: with --paper, the paper's exact 41 train / 15 test split: no validation or
+                    calibration controls, thresholds from the training controls
+                pairs_per_epoch: pd_sae's training pairs per epoch (None: the bundle's, the paper's 300,000)
             """
             from common.errors import SettingsError
 
             for flag, value, allowed in (("--bundle", bundle, ("pd_ae", "pd_sae", "normative")),
-                                         ("--reference_pool", reference_pool, ("calib", "train")),
+                                         ("--reference_pool", reference_pool, (None, "calib", "train")),
                                          ("--scoring", scoring, (None, "zscore", "raw"))):
                 if value not in allowed:
                     raise SettingsError(flag, f"expected one of {', '.join(map(str, allowed))}, got {value!r}")
+            if pairs_per_epoch is not None and bundle != "pd_sae":
+                raise SettingsError("--pairs_per_epoch", f"is pd_sae's setting; --bundle is {bundle}")
             from common.app.experiment import run_pd_experiment
 
             run_pd_experiment(bundle=bundle, dataset_dir=dataset_dir, out=out, splits=splits, seed=seed,
                               n_val=n_val, epochs=epochs, progress=progress, n_calib=n_calib,
-                              reference_pool=reference_pool, scoring=scoring, overwrite=overwrite)
+                              reference_pool=reference_pool, scoring=scoring, overwrite=overwrite, paper=paper,
+                              exact_split=exact_split,
+                              overrides={"pairs_per_epoch": int(pairs_per_epoch)} if pairs_per_epoch else None)
 
         def pet(self, dataset_dir: str | None = None, out: str | None = None, split: int = 0, seed: int = 0,
                 n_val: int = 3, epochs: int | None = None, learning_rate: float | None = None,
                 batch_size: int | None = None, short_schedule: bool = False, progress: bool = True,
-                overwrite: bool = False):
+                overwrite: bool = False, paper: bool = False):
             """AD protocol: train ad_vae3d on one split, then the simulation-based evaluation. Resumable.
 
-            Degree sweep, six dementias, CN vs AD and voxel detection under OUT/split_XX/eval.
+            Degree sweep, six dementias, CN vs AD and voxel detection under OUT/split_XX/eval. --paper true runs
+            the paper's protocol at its size (301 CN / 311 AD, a 237/34/30 control split, 300 epochs); --epochs
+            or --short_schedule with it run a reduced scale, labelled in OUT/protocol.json.
 
             Args:
                 dataset_dir: folder of the cohort's dataset.json (None: the embedded synthetic PET cohort)
@@ -205,6 +220,7 @@ def _commands() -> dict:
                 short_schedule: the bundle's few-minute CPU recipe instead of the paper's schedule
                 progress: show progress bars
                 overwrite: recompute a split made from other data or settings instead of refusing
+                paper: the paper's protocol at its size (paper-size synthetic cohort unless --dataset_dir)
             """
             from common.app.experiment import run_pet_experiment, short_schedule_overrides
 
@@ -216,7 +232,7 @@ def _commands() -> dict:
                 overrides["batch_size"] = int(batch_size)
             run_pet_experiment(dataset_dir=dataset_dir, out=out, split=split, seed=seed, n_val=n_val, epochs=epochs,
                                learning_rate=learning_rate, progress=progress, overrides=overrides or None,
-                               overwrite=overwrite)
+                               overwrite=overwrite, paper=paper)
 
         def compare(self, runs: str = "outputs/experiments/pd_ae,outputs/experiments/pd_sae",
                     out: str = "outputs/experiments/compare"):
@@ -229,6 +245,34 @@ def _commands() -> dict:
             from common.app.experiment import compare_experiments
 
             compare_experiments(runs, out)
+
+        def reproduction(self, pd_runs: str | None = None, pet_run: str | None = None,
+                         out: str = "outputs/experiments/reproduction.md", hardware: str = "2-core CPU"):
+            """The papers' tables beside this project's, from finished `experiment pd` / `experiment pet` runs.
+
+            Protocol and scale of each run, measured and extrapolated paper-size times, PD g-mean / AUC over splits
+            with the paper's, models compared split by split (paired tests), the PET evaluation with the paper's.
+
+            Args:
+                pd_runs: comma-separated MODEL=FOLDER of `experiment pd` runs, e.g.
+                    pd_ae=outputs/experiments/pd_ae,normative=outputs/experiments/normative
+                pet_run: folder of an `experiment pet` run
+                out: the markdown file to write
+                hardware: the machine the runs ran on, as the report should name it
+            """
+            from common.errors import SettingsError
+
+            runs = {}
+            for item in [x for x in str(pd_runs or "").split(",") if x.strip()]:
+                name, sep, folder = item.partition("=")
+                if not sep or not name.strip() or not folder.strip():
+                    raise SettingsError("--pd_runs", f"expected MODEL=FOLDER items, got {item!r}")
+                runs[name.strip()] = folder.strip()
+            if not runs and pet_run is None:
+                raise SettingsError("--pd_runs", "name at least one run (--pd_runs or --pet_run)")
+            from common.app.reproduction import write_reproduction_report
+
+            write_reproduction_report(out, runs, pet_run, hardware)
 
     class BenchmarkCommands:
         """Benchmarks of what the models detect, each beside the voxel-wise z-score baseline."""

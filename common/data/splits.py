@@ -339,6 +339,11 @@ def pool_subjects(
     """The subjects of one or several parts of a split (e.g. ``["train", "val"]``), each once, in part order:
     the reference pools of an evaluation (the controls that set a threshold or standardise the scores)."""
     parts = [parts] if isinstance(parts, str) else list(parts)
+    if len(parts) > 1 and not splits_file:
+        # a pool of several parts keeps the others when a drawn split has none of one (train + val without
+        # validation controls: the PD paper's 41/15 split); a pool of that one part alone still fails, naming it
+        counts = {"val": n_val, "calib": n_calib}
+        parts = [p for p in parts if counts.get(p, 1) > 0]
     return union_subjects(*(split_subjects(dataset_json, part, split_index, splits_file, n_splits, n_val, seed, n_calib,
                                            modalities) for part in parts))
 

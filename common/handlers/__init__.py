@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["BestCheckpointSaver", "PDAnomalyEvaluationHandler", "ReconstructionImageHandler"]
+__all__ = ["BestCheckpointSaver", "FinalCheckpointSaver", "PDAnomalyEvaluationHandler", "ReconstructionImageHandler"]
 
 _WHERE = {
     "BestCheckpointSaver": "common.handlers.checkpoint",
+    "FinalCheckpointSaver": "common.handlers.checkpoint",
     "PDAnomalyEvaluationHandler": "common.handlers.pd_evaluation",
     "ReconstructionImageHandler": "common.handlers.tensorboard_images",
 }

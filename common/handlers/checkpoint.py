@@ -23,7 +23,7 @@ from ignite.engine import Engine, Events
 
 from common.data._jsonio import write_bytes_atomic
 
-__all__ = ["BestCheckpointSaver", "remove_stale_temporaries"]
+__all__ = ["BestCheckpointSaver", "FinalCheckpointSaver", "remove_stale_temporaries"]
 
 logger = logging.getLogger(__name__)
 
@@ -146,3 +146,21 @@ class BestCheckpointSaver:
         self.save()
         self.best, self.best_epoch = value, int(engine.state.epoch)
         logger.info("best key metric %.6g at epoch %d: saved %s", value, self.best_epoch, self.path)
+
+
+class FinalCheckpointSaver(BestCheckpointSaver):
+    """Save ``save_dict``'s state once, when the trainer completes: the model of a run without validation
+    controls (the PD paper's exact 41/15 split has none), which has no best epoch to pick.
+
+    Attach it to the trainer; same file format and atomic write as :class:`BestCheckpointSaver`.
+    """
+
+    def attach(self, engine: Engine) -> None:
+        remove_stale_temporaries(self.save_dir, self.filename)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        self.save()
+        self.best_epoch = int(engine.state.epoch)
+        logger.info("training completed at epoch %d: saved %s (final weights, no validation)", self.best_epoch,
+                    self.path)

@@ -18,6 +18,7 @@ FSL ``eddy``/``topup`` or dipy's ``patch2self`` beforehand when the data need th
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,8 +83,8 @@ def read_gradients(scan: BidsScan, n_volumes: int) -> tuple[np.ndarray, np.ndarr
     weighted = bvals > B0_THRESHOLD
     if (norms[weighted] < 0.5).any():
         raise InputDataError(bvec_path, "a diffusion-weighted volume has a zero gradient direction")
-    unique = np.unique(np.round(bvecs[weighted] / norms[weighted, None], 3) * np.sign(bvecs[weighted, :1] + 1e-9),
-                       axis=0)
+    unit = bvecs[weighted] / norms[weighted, None]
+    unique = np.unique(np.round(unit * np.where(unit[:, :1] < 0, -1.0, 1.0), 3), axis=0)  # g and -g: one direction
     if len(unique) < MIN_DIRECTIONS:
         raise InputDataError(bvec_path, f"{len(unique)} distinct gradient directions: a tensor fit needs at least "
                                         f"{MIN_DIRECTIONS}")
@@ -178,7 +179,10 @@ def _t1w_transforms(scan: BidsScan, b0, mask_img, options: PrepareOptions, workd
 
 def process_dwi(scan: BidsScan, options: PrepareOptions | None = None, workdir: str | Path | None = None
                 ) -> DtiResult:
-    """The whole DTI pipeline of one scan, in memory: checks, mask, tensor fit, registration, onto ``spm1p5``."""
+    """The whole DTI pipeline of one scan, in memory: checks, mask, tensor fit, registration, onto ``spm1p5``.
+
+    ``workdir`` keeps the transform files (listed in the result) for a caller that maps more images with them;
+    by default they go to a temporary folder removed on return."""
     options = options or PrepareOptions()
     data, affine, bvals, bvecs = load_dwi(scan)
     mean_b0 = data[..., bvals <= B0_THRESHOLD].mean(-1)
@@ -188,7 +192,10 @@ def process_dwi(scan: BidsScan, options: PrepareOptions | None = None, workdir: 
                                          "found (is the b=0 volume empty or the b-values wrong?)")
     fa, md = fit_tensor(data, bvals, bvecs, mask)
     del data
-    with tempfile.TemporaryDirectory(prefix="prepare-dti-", dir=workdir) as tmp:
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+    keep = contextlib.nullcontext(str(workdir)) if workdir is not None else None
+    with keep or tempfile.TemporaryDirectory(prefix="prepare-dti-") as tmp:
         b0 = from_array(mean_b0 * mask, affine)
         mask_img = from_array(mask.astype(np.float32), affine)
         used_t1w = options.use_t1w and scan.t1w is not None

@@ -102,11 +102,17 @@ def run_subjects(scans: Sequence, process_one: Callable, out: str | os.PathLike,
             skipped[scan.key] = record
     done, failed = {}, {}
     bar = tqdm(total=len(todo), desc=what, unit="subject", disable=not progress or not todo)
+
+    def collect(key: str, record: dict | None, error: str | None) -> None:
+        if error is None:
+            done[key] = record
+        else:
+            failed[key] = error
+        bar.update()
+
     if workers <= 1 or len(todo) <= 1:
-        results = (_one(process_one, scan, out) for scan in todo)
-        for key, record, error in results:
-            (done.__setitem__(key, record) if error is None else failed.__setitem__(key, error))
-            bar.update()
+        for scan in todo:
+            collect(*_one(process_one, scan, out))
     else:
         import multiprocessing
 
@@ -116,9 +122,7 @@ def run_subjects(scans: Sequence, process_one: Callable, out: str | os.PathLike,
                                  initializer=_limit_threads, initargs=(share,)) as pool:
             futures = [pool.submit(_one, process_one, scan, out) for scan in todo]
             for future in as_completed(futures):
-                key, record, error = future.result()
-                (done.__setitem__(key, record) if error is None else failed.__setitem__(key, error))
-                bar.update()
+                collect(*future.result())
     bar.close()
     return {"done": [done[k] for k in keys if k in done], "skipped": [skipped[k] for k in keys if k in skipped],
             "failed": [(k, failed[k]) for k in keys if k in failed]}

@@ -18,15 +18,17 @@ from common.data.synthetic.pet import PETCohortConfig, make_pet_cohort
 __all__ = ["PDCohortConfig", "PETCohortConfig", "default_cohort", "make_pd_cohort", "make_pet_cohort"]
 
 
-def default_cohort(kind: str, progress: bool = True, **overrides) -> Path:
+def default_cohort(kind: str, progress: bool = True, paper_size: bool = False, **overrides) -> Path:
     """dataset.json of the embedded demo cohort of ``kind`` (``"pd"`` or ``"pet"``), generated into
-    ``<cache>/cohorts/<kind>_seed<seed>`` on first use and reused afterwards."""
+    ``<cache>/cohorts/<kind>_seed<seed>`` on first use and reused afterwards. ``paper_size``: the paper's cohort
+    size instead (PD 56 controls / 129 patients, PET 301 / 311), in ``<kind>_paper_seed<seed>``: what
+    ``python -m common experiment pd|pet --paper`` runs on."""
     makers = {"pd": (PDCohortConfig, make_pd_cohort), "pet": (PETCohortConfig, make_pet_cohort)}
     if kind not in makers:
         raise ValueError(f"unknown cohort kind {kind!r}; expected 'pd' or 'pet'")
     config_cls, make = makers[kind]
-    cfg = config_cls(**overrides)
-    target = cache_root() / "cohorts" / f"{kind}_seed{cfg.seed}"
+    cfg = config_cls.paper_size(**overrides) if paper_size else config_cls(**overrides)
+    target = cache_root() / "cohorts" / f"{kind}_{'paper_' if paper_size else ''}seed{cfg.seed}"
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         folder, _ = make(target, cfg, progress, overwrite=True)
