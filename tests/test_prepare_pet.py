@@ -6,11 +6,10 @@ The phantom (:func:`pet_phantom`) is a subject of the project's synthetic PET co
 truth), multiplied by a known scale (counts, Bq/mL) and moved off the template by a known random affine plus a
 smooth warp (``tests/prepare_phantoms.py``), optionally as frames with small head motion and a T1w in another
 position. Tolerances (docs/prepare.md, :data:`TOLERANCES`), without / through a T1w: inside the brain eroded by
-6 mm, the SUVR's voxel-wise median relative error <= 6 / 7 % and its 95th percentile <= 20 / 28 % (with the true
-affine they are 2.8 % and 11 %: noise, the phantom's warp and two interpolations); the mean SUVR of every macro ROI
-within 6 / 12 %, and of the macro and nuclei ROIs within 4.5 / 6 % on average; landmark error (MNI ROI centroids
-mapped into the native PET, against the known affine) <= 2.5 / 3.5 mm on average and <= 4 / 5 mm at worst;
-brain-mask Dice >= 0.93 and the reference uptake within 5 % of the scale on both routes.
+6 mm, the SUVR's voxel-wise median relative error <= 4.5 / 6 % and its 95th percentile <= 15 / 25 %; the mean SUVR
+of every macro ROI within 5 / 10 %, and of the macro and nuclei ROIs within 3 / 6 % on average; landmark error (MNI
+ROI centroids mapped into the native PET, against the known affine) <= 1.5 / 2.5 mm on average and <= 3 / 4 mm at
+worst; brain-mask Dice >= 0.93 and the reference uptake within 5 % of the scale on both routes.
 """
 
 from __future__ import annotations
@@ -62,7 +61,9 @@ def pet_phantom(seed: int = 0, n_frames: int = 1, frame_motion: bool = False, wi
     from common.data.synthetic.pet import PETCohortConfig, PETTemplate, render_pet_subject
 
     atlas = load_atlas("clinicadl2")
-    truth = render_pet_subject(PETTemplate(atlas), PETCohortConfig(1, 0, seed=seed),
+    # no residual misregistration of the cohort's own (deformation_mm=0): the subject's anatomy is the atlas's, so
+    # the known motion is the whole truth and the T1w (made from the atlas) shows the same head as the PET
+    truth = render_pet_subject(PETTemplate(atlas), PETCohortConfig(1, 0, seed=seed, deformation_mm=0.0),
                                SubjectSpec(0, "sub-0001", "control", 70.0, "F"))["PET"]
     motion = random_motion(seed)
     affine = native_affine(PET_SHAPE, PET_VOXEL)
@@ -123,17 +124,18 @@ def _recovery(result: dict, phantom: PetPhantom) -> dict:
             "scale": result["reference_uptake"] / SCALE}
 
 
-#: Tolerances per route (module docstring): without a T1w, and through the T1w, whose phantom lacks the PET's
-#: own 1.5 mm deformation and head-size scaling, so its rigid PET -> T1w step cannot be exact (2.3 mm measured).
-TOLERANCES = {"pet": {"median": 0.06, "p95": 0.20, "roi_macro_max": 0.06, "roi_mean": 0.045, "landmark_mean": 2.5,
-                      "landmark_max": 4.0},
-              "t1w": {"median": 0.07, "p95": 0.28, "roi_macro_max": 0.12, "roi_mean": 0.06, "landmark_mean": 3.5,
-                      "landmark_max": 5.0}}
+#: Tolerances per route (module docstring; measured values in docs/prepare.md): without a T1w, and through the T1w
+#: with three moving frames (a cross-modal rigid step and the motion correction add to the error).
+TOLERANCES = {"pet": {"median": 0.045, "p95": 0.15, "roi_macro_max": 0.05, "roi_mean": 0.03, "landmark_mean": 1.5,
+                      "landmark_max": 3.0},
+              "t1w": {"median": 0.06, "p95": 0.25, "roi_macro_max": 0.10, "roi_mean": 0.06, "landmark_mean": 2.5,
+                      "landmark_max": 4.0}}
 
 
 def _assert_recovered(result: dict, phantom: PetPhantom) -> dict:
     found = _recovery(result, phantom)
     limits = TOLERANCES["t1w" if "T1w" in result["route"] else "pet"]
+    print(result["route"], {k: round(v, 4) for k, v in found.items()})  # the measured values, shown with -s
     assert all(found[k] <= v for k, v in limits.items()), (found, limits)
     assert found["dice"] >= 0.93, found
     assert abs(found["scale"] - 1) <= 0.05, found

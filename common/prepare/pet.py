@@ -285,15 +285,13 @@ def _templates(mm: float) -> dict:
     """Registration targets at ``mm`` (the ICBM152 T1 brain, the FDG uptake template) and the pet-linear reference
     region (cerebellum + pons), built once per process."""
     if mm not in _TEMPLATES:
-        import ants
-
         from common.atlases import load_atlas
         from common.data.synthetic.pet import PETTemplate
-        from common.prepare.registration import template
+        from common.prepare.registration import template, to_nibabel_affine
 
         atlas = load_atlas(GRID)
         t1 = template(mm)
-        t1_affine = ants.to_nibabel_nifti(t1).affine
+        t1_affine = to_nibabel_affine(t1)
         pet, pet_affine = _regrid(PETTemplate(atlas).uptake, atlas.affine, mm)
         linear = load_atlas(LINEAR_GRID)
         _TEMPLATES[mm] = {"t1": (t1.numpy(), t1_affine), "pet": (pet, pet_affine),
