@@ -204,6 +204,7 @@ def test_frames_agree_with_noise_and_not_with_motion():
     assert P.frames_agree(noisy[..., :1], affine)  # one frame: nothing to compare
 
 
+@pytest.mark.slow  # six rigid registrations (two passes over three frames)
 def test_average_frames_weights_by_duration_and_corrects_motion():
     volume, affine = _blob()
     frames = np.stack([volume, 2 * volume, 4 * volume], 3)  # agree up to scale: no registration
