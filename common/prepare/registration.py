@@ -1,7 +1,7 @@
 """Registration to the ICBM152 template the atlases are built from, resampling onto a project grid, alignment QC.
 
 ANTsPy (``antspyx``) does the registration: on the phantom of ``benchmarks/prepare_registration.py`` it took half
-the CPU time of dipy's affine + SyN (13.7 s against 25.8 s) with half the landmark error (0.98 mm against 1.95 mm
+the CPU time of dipy's affine + SyN (13.4 s against 23.7 s) with half the landmark error (0.98 mm against 1.95 mm
 mean; docs/prepare.md). Registration runs against the template at
 ``resolution_mm`` (2 mm by default: the DWI's own resolution, and what SyN needs for a brain-level warp); only the
 final resampling happens on the output grid. Images cross into ANTs through nibabel (RAS) so the physical space is
