@@ -179,18 +179,18 @@ def test_reproduction_report_puts_the_papers_gmeans_beside_the_runs_and_labels_t
     from common.app.reproduction import write_reproduction_report
 
     protocol = {"protocol": "paper", "scale": "reduced: splits 3 (paper 10)", "train": 32, "val": 3, "calib": 6,
-                "test": 15, "n_patients": 129, "epochs": 20}
+                "test": 15, "n_patients": 129, "epochs": 20, "splits": 3}
     ae = [{"whole_brain_paper_gmean": g, "white_matter_paper_gmean": g, "whole_brain_auc": 0.7, "putamen_auc": 0.9}
           for g in (0.6, 0.7, 0.8)]
     sae = [{**m, "whole_brain_paper_gmean": m["whole_brain_paper_gmean"] - 0.1} for m in ae]
-    runs = {"pd_ae": _fake_pd_run(tmp_path / "ae", "pd_ae", ae, protocol, {"train_s": 100, "epochs": 20,
-                                                                            "evaluate_s": 30}),
-            "pd_sae": _fake_pd_run(tmp_path / "sae", "pd_sae", sae, protocol, {"train_s": 100, "epochs": 20,
-                                                                                "evaluate_s": 30})}
+    timing = {"train_s": 100, "epochs": 20, "evaluate_s": 30}
+    runs = {"pd_ae": _fake_pd_run(tmp_path / "ae", "pd_ae", ae, protocol, timing),
+            "pd_sae": _fake_pd_run(tmp_path / "sae", "pd_sae", sae, {**protocol, "splits": 4}, timing)}
     text = write_reproduction_report(tmp_path / "report.md", runs).read_text()
     assert "| pd_ae | 3 | 70.0 ± 10.0 | 65.3 ± 7.5 | 70.0 ± 10.0 | 66.2 ± 6.7 |" in text
     assert "| pd_sae | 3 | 60.0 ± 10.0 | 66.9 ± 5.8 |" in text
     assert text.count("reduced: splits 3 (paper 10)") == 2
+    assert text.count("splits finished") == 1 and "3 of 4 splits finished" in text  # pd_sae stopped early
     assert "| pd_ae − pd_sae | whole_brain paper_gmean | 3 | 0.100 | 0.000 |" in text
     assert "| putamen | 0.900 ± 0.000 | 0.900 ± 0.000 |" in text
 

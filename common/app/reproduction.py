@@ -118,10 +118,18 @@ def _run_timings(run: Path) -> list[dict]:
     return [_read(f / "timing.json") for f in _split_folders(run) if (f / "timing.json").is_file()]
 
 
+def _finished_splits(protocol: Mapping, run: Path) -> int:
+    """Splits whose evaluation is written (a run stopped early has fewer than it planned)."""
+    name = "pd_evaluation.json" if protocol["kind"] == "pd" else "summary.json"
+    return sum((eval_dir(f, int(f.name.split("_")[1])) / name).is_file() for f in _split_folders(run))
+
+
 def _protocol_lines(name: str, run: Path) -> tuple[dict, list[str]]:
     protocol = _read(run / "protocol.json")
     times = extrapolated_seconds(protocol, _run_timings(run))
-    line = (f"| {name} | {protocol['protocol']} | {protocol['scale']} | {protocol['train']}/{protocol['val']}/"
+    finished, planned = _finished_splits(protocol, run), protocol.get("splits") or 1
+    scale = protocol["scale"] + (f"; {finished} of {planned} splits finished" if finished < planned else "")
+    line = (f"| {name} | {protocol['protocol']} | {scale} | {protocol['train']}/{protocol['val']}/"
             f"{protocol['calib']}/{protocol['test']} vs {protocol['n_patients']} | {protocol.get('epochs') or '–'} | "
             f"{_num(times['epoch_s'])} | {_hours(times['train_s'])} | {_hours(times['evaluate_s'])} | "
             f"{_hours(times['paper_total_s'])} |")
@@ -159,8 +167,8 @@ def reproduction_report(pd_runs: Mapping[str, str | Path] | None = None, pet_run
                 if metric == "paper_gmean":
                     cells.append(f"{published[0]:.1f} ± {published[1]:.1f}" if published else "–")
             lines.append(f"| {name} | {len(per_split)} | " + " | ".join(cells) + " |")
-        lines += ["", f"Paper: {PD_PAPER_SOURCE}. The paper's g-mean puts the operating point on the test set "
-                  "(here `paper_gmean`); the table's other metrics need no operating point.", ""]
+        lines += ["", f"The paper columns: {PD_PAPER_SOURCE}. Its g-mean puts the operating point on the test set "
+                  "(here `paper_gmean`, the same rule); AUC needs no operating point.", ""]
         rois = sorted({k[: -len("_auc")] for m in metrics.values() for s in m.values() for k in s
                        if k.endswith("_auc")})
         lines += ["### PD: per-ROI AUC, mean ± sd over splits", "",
