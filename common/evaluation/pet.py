@@ -1103,7 +1103,7 @@ def format_pet_summary(result: Mapping) -> str:
              f"{s['n_comparisons']}); baseline MSE {result['sweep']['baseline_mse']:.5g}",
              f"{'degree':>7} {'eff.red.':>8} {'norm. MSE':>14} {'p (Bonf.)':>10}  {'healthiness in -> rec':>22}"]
     for r in result["sweep"]["degrees"]:
-        p = ("" if not np.isfinite(r["p_bonferroni"])
+        p = ("" if r["p_bonferroni"] is None or not np.isfinite(r["p_bonferroni"])  # None: read back from JSON
              else f"{r['p_bonferroni']:.2g}" + (" *" if r["significant"] else ""))
         lines.append(f"{r['degree']:>6g}% {100 * r['effective_reduction_uptake']:>7.1f}% "
                      f"{r['mse_normalised_mean']:>7.3f} ± {r['mse_normalised_sd']:<5.3f}{p:>10}  "
