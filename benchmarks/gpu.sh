@@ -14,7 +14,7 @@
 #   on the device:     run(command="bash benchmarks/gpu.sh", carry=[".whl"], timeout_s=600)
 #   where the packages are installed already:   GPU_SKIP_INSTALL=1 bash benchmarks/gpu.sh RESULTS_DIR
 #   a dry run of the plumbing on a CPU (small cohorts, quick throughput):
-#       GPU_SKIP_INSTALL=1 GPU_DEVICE=cpu GPU_BUDGET_S=300 GPU_PD_SYNTH="--n_controls 14 --n_patients 4" \
+#       GPU_SKIP_INSTALL=1 GPU_DEVICE=cpu GPU_BUDGET_S=300 GPU_PD_SYNTH="--n_controls 20 --n_patients 4" \
 #       GPU_PET_SYNTH="--n_controls 8 --n_patients 2" GPU_THROUGHPUT_ARGS=--quick bash benchmarks/gpu.sh /tmp/dry
 set -uo pipefail
 START=$SECONDS
