@@ -33,7 +33,9 @@ def test_quick_cpu_run_reports_every_bundle_with_and_without_amp(tmp_path):
         assert bundle["amp_speedup"] is None
         assert off["status"] == "ok"
         assert off["end_to_end_per_s"] > 0 and off["compute_only_per_s"] > 0
-        assert 0 < off["efficiency"] <= 1.05
+        # compute-only can time slower than end-to-end on a loaded CPU (another process takes the core mid-round):
+        # 1.09 was seen in CI on 2 busy cores, so the bound is loose here; it holds far tighter on an idle device
+        assert 0 < off["efficiency"] <= 1.25
         # the figures agree with each other: efficiency is the ratio of the rates, the step time the rate's inverse
         assert off["efficiency"] == pytest.approx(off["end_to_end_per_s"] / off["compute_only_per_s"])
         assert off["step_ms"] == pytest.approx(1e3 * bundle["batch_size"] / off["end_to_end_per_s"])

@@ -208,7 +208,8 @@ def test_overwrite_recomputes_from_scratch(first_run, cohort, fake_runner):
     assert not (out / "split_00" / "logs").exists()
     assert [r["epochs"] for r in summary["rows"][0]["results"]] == [3, 3]
     assert json.loads((out / "split_01" / FINGERPRINT).read_text())["settings"]["epochs"] == 3
-    assert sorted(p.name for p in out.iterdir()) == ["split_00", "split_01"]  # nothing renamed aside is left
+    # nothing renamed aside is left; protocol.json describes the run
+    assert sorted(p.name for p in out.iterdir()) == ["protocol.json", "split_00", "split_01"]
 
 
 def test_overwrite_must_be_a_yes_or_no(first_run, cohort, fake_runner):
@@ -224,7 +225,7 @@ def test_outputs_without_a_fingerprint_are_not_trusted(first_run, cohort, fake_r
     with pytest.raises(InputDataError) as err:
         pd_run(cohort, out)
     assert err.value.path == str(out / "split_01")
-    assert "outputs (eval, models) of a run without fingerprint.json" in err.value.problem
+    assert "outputs (eval, models, timing.json) of a run without fingerprint.json" in err.value.problem
     assert fake_runner == []
 
 

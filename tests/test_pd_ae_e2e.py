@@ -54,6 +54,7 @@ def test_experiment_resumes_finished_splits(tmp_path, monkeypatch):
     monkeypatch.setattr(experiment, "_run_workflow", lambda *args, **kwargs: calls.append(args))
     monkeypatch.setattr(experiment, "_check_experiment_input", lambda *args, **kwargs: None)  # no cohort here
     monkeypatch.setattr(experiment, "prepare_splits", lambda *args, **kwargs: [])  # tests/test_hostile_runs.py
+    monkeypatch.setattr(experiment, "write_protocol", lambda *args, **kwargs: {})  # reads the cohort: none here
     summary = experiment.run_pd_experiment("pd_ae", dataset_dir="unused", out=tmp_path, splits=1)
     assert calls == [] and summary["rows"][0]["auc_mean"] == pytest.approx(0.7)
 

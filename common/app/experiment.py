@@ -308,7 +308,9 @@ def write_protocol(out: Path, kind: str, model: str, protocol: str, settings: Ma
               "learning_rate": settings.get("learning_rate", config.get("learning_rate")),
               "reference_pool": settings.get("reference_pool"), "seed": settings.get("seed")}
     record["scale"] = _scale_label(kind, model, record)
-    write_json_atomic(Path(out) / "protocol.json", record)
+    path = Path(out) / "protocol.json"
+    if not path.is_file() or json.loads(path.read_text()) != json.loads(json.dumps(record)):
+        write_json_atomic(path, record)  # an identical rerun leaves the folder untouched
     print(f"[{model}] protocol {protocol}, {record['scale']}; split: {record['train']} train / {record['val']} "
           f"validation / {record['calib']} calibration / {record['test']} test controls, {record['n_patients']} "
           "patients")
