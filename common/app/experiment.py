@@ -371,16 +371,13 @@ def run_pet_experiment(dataset_dir: str | None = None, out: str | Path | None = 
     out = Path(out or experiment_dir(None, "ad_vae3d"))
     root = split_root(out, split)
     require_writable_dir(out, "the experiment's --out")
-    if paper and dataset_dir is None:
-        from common.data.synthetic import default_cohort
-
-        dataset_dir = str(default_cohort("pet", progress=progress, paper_size=True).parent)
     splits_file = {}
     if paper:
-        from common.data.synthetic import default_cohort
+        if dataset_dir is None:
+            from common.data.synthetic import default_cohort
 
-        dataset_json = Path(dataset_dir) / "dataset.json" if dataset_dir else default_cohort("pet", progress=False)
-        splits_file = {"splits_file": str(paper_pet_splits(dataset_json, out, seed)),
+            dataset_dir = str(default_cohort("pet", progress=progress, paper_size=True).parent)
+        splits_file = {"splits_file": str(paper_pet_splits(Path(dataset_dir) / "dataset.json", out, seed)),
                        "n_splits": PET_PAPER_SPLIT["n_splits"]}
         n_val = PET_PAPER_SPLIT["n_val"]
     settings = {"split_index": split, "split_seed": seed, "n_splits": n_splits, "n_val": n_val, "seed": seed,
